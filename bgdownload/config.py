@@ -95,7 +95,9 @@ def parse_networks(name: str, text: str) -> tuple[IPNetwork, ...]:
         try:
             nets.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise ConfigError(f"{name}: {part!r} is not a CIDR network such as 10.0.0.0/8") from None
+            raise ConfigError(
+                f"{name}: {part!r} is not a CIDR network such as 10.0.0.0/8"
+            ) from None
     return tuple(nets)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from bgdownload.errors import IllegalTransition
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """The states of API.md §1."""
 
     #: queued, or back in the queue for a retry
@@ -36,8 +36,6 @@ class JobState(str, Enum):
     def terminal(self) -> bool:
         return self in TERMINAL
 
-    def __str__(self) -> str:
-        return self.value
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
@@ -78,7 +76,8 @@ def isoformat(moment: datetime | None) -> str | None:
     """``2026-11-24T20:15:03.120Z``: milliseconds, UTC, ``Z`` suffix."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_time(text: str | None) -> datetime | None:

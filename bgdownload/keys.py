@@ -1,0 +1,68 @@
+"""Every Redis key bgdownload uses, in one place (DESIGN.md "Redis layout")."""
+
+from __future__ import annotations
+
+PREFIX = "bgd:"
+
+#: zset of waiting job ids, best first (see :func:`queue_score`)
+QUEUE = PREFIX + "queue"
+#: the taskiq stream that carries "a job is waiting" messages
+TASK_STREAM = PREFIX + "tasks"
+#: zset worker id → last heartbeat (unix seconds)
+WORKERS = PREFIX + "workers"
+#: pub/sub channel carrying "<job id> <action>" control requests
+CONTROL_CHANNEL = PREFIX + "control"
+#: hash state → number of jobs that entered it (gauges for non-terminal states)
+STATS_STATES = PREFIX + "stats:states"
+#: counter of bytes downloaded by all workers
+STATS_BYTES = PREFIX + "stats:bytes"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:events"
+
+
+def owner_jobs(owner: str) -> str:
+    return f"{PREFIX}owner:{owner}:jobs"
+
+
+def owner_events(owner: str) -> str:
+    return f"{PREFIX}owner:{owner}:events"
+
+
+def idempotency(owner: str, key: str) -> str:
+    return f"{PREFIX}idem:{owner}:{key}"
+
+
+def control(job_id: str) -> str:
+    return f"{PREFIX}control:{job_id}"
+
+
+def lease(job_id: str) -> str:
+    return f"{PREFIX}lease:{job_id}"
+
+
+def run(task_id: str) -> str:
+    """Which job a queue message (by taskiq task id) picked, so a redelivery resumes it."""
+    return f"{PREFIX}run:{task_id}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}"
+
+
+def rate(owner: str) -> str:
+    return f"{PREFIX}rate:{owner}"
+
+
+#: priorities are clamped to this range so the queue score stays exact in a double
+PRIORITY_LIMIT = 1000
+
+
+def queue_score(priority: int, created_ms: int) -> float:
+    """Lower is served first: higher priority first, then oldest first."""
+    return float(-priority * 2**42 + created_ms)

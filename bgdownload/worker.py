@@ -1,0 +1,72 @@
+"""The taskiq broker and the download task: ``taskiq worker bgdownload.worker:broker``.
+
+A queue message carries only a job id (as a hint); the job to run is taken
+from the store's priority queue when the message is first received, and
+remembered under the message's task id so a redelivered message resumes the
+same job. The message is acknowledged only when the task returns, which
+:class:`~bgdownload.runner.JobRunner` does only once the job rests
+(completed, failed, cancelled, paused) — or when it already rests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
+from taskiq.serializers import JSONSerializer
+
+from bgdownload import keys
+from bgdownload.broker import DownloadBroker
+from bgdownload.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """The configured Redis, else the local stack's, else the default local port."""
+    if settings.redis_url:
+        return settings.redis_url
+    try:
+        runtime = json.loads((settings.state_dir / "runtime.json").read_text(encoding="utf-8"))
+        return str(runtime["redis_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "redis://127.0.0.1:6379/0"
+
+
+def make_broker(settings: Settings) -> DownloadBroker:
+    """A broker for ``settings``: workers consume from it, the API kicks into it."""
+    new = DownloadBroker(
+        resolve_redis_url(settings),
+        slots=settings.concurrency,
+        idle_timeout=settings.redelivery_timeout,
+        queue_name=keys.TASK_STREAM,
+    ).with_serializer(JSONSerializer())
+    assert isinstance(new, DownloadBroker)
+    return new
+
+
+settings = Settings.from_env()
+broker = make_broker(settings)
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _start_worker(state: TaskiqState) -> None:
+    from bgdownload.runner import WorkerRuntime
+
+    state.runtime = await WorkerRuntime.start(settings.replace(redis_url=resolve_redis_url(settings)))
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _stop_worker(state: TaskiqState) -> None:
+    runtime = getattr(state, "runtime", None)
+    if runtime is not None:
+        await runtime.close()
+
+
+@broker.task(task_name="bgdownload.download")
+async def download(job_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
+    """Run the best waiting job (``job_id`` is only a hint for logs) until it rests."""
+    runtime = context.state.runtime
+    await runtime.run_message(context.message.task_id, hint=job_id)

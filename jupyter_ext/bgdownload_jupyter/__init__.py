@@ -1,0 +1,1 @@
+"""bgdownload Jupyter server extension."""

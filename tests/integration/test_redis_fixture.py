@@ -1,0 +1,2 @@
+async def test_redis_works(redis):
+    assert await redis.ping()
