@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,8 +111,17 @@ class Running:
 class WorkerRuntime:
     """Per-process resources shared by all downloads of one worker."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        engine: Engine,
+        requeue: Callable[[str], Awaitable[object]],
+    ) -> None:
         self.settings = settings
+        #: sends a fresh queue message for a job handed back at shutdown
+        self.requeue = requeue
+        self.closing = False
         self.redis = redis
         self.store = Store(redis, retention=settings.retention)
         self.engine = engine
@@ -121,11 +130,13 @@ class WorkerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def start(cls, settings: Settings) -> WorkerRuntime:
+    async def start(
+        cls, settings: Settings, requeue: Callable[[str], Awaitable[object]]
+    ) -> WorkerRuntime:
         assert settings.redis_url
         redis = aioredis.from_url(settings.redis_url, decode_responses=True, socket_timeout=None)
         limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
-        runtime = cls(settings, redis, Engine(settings, worker_limiter=limiter))
+        runtime = cls(settings, redis, Engine(settings, worker_limiter=limiter), requeue)
         runtime._tasks = [
             asyncio.create_task(runtime._tick_progress(), name="bgd-progress"),
             asyncio.create_task(runtime._listen_control(), name="bgd-control"),
@@ -134,7 +145,17 @@ class WorkerRuntime:
         await runtime._beat()
         return runtime
 
+    def begin_shutdown(self) -> None:
+        """Hand every running job back to the queue (called on SIGTERM)."""
+        self.closing = True
+        for job_id in list(self.running):
+            self.interrupt(job_id, "shutdown")
+
     async def close(self) -> None:
+        self.begin_shutdown()
+        deadline = time.monotonic() + 10
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -147,6 +168,9 @@ class WorkerRuntime:
 
     async def run_message(self, task_id: str, *, hint: str = "") -> None:
         """Handle one queue message: claim its job and run it until it rests."""
+        if self.closing:
+            await self.requeue(hint)  # pass the message on rather than start work now
+            return
         job_id = await self.store.claim_next(task_id)
         if job_id is None:
             log.debug("message %s (for %s) found nothing waiting", task_id, hint)
@@ -201,7 +225,7 @@ class WorkerRuntime:
 
     def interrupt(self, job_id: str, action: str) -> None:
         running = self.running.get(job_id)
-        if running is None or action not in ("pause", "cancel", "lost"):
+        if running is None or action not in ("pause", "cancel", "lost", "shutdown"):
             return
         if running.interrupt is None:
             running.interrupt = action
@@ -459,6 +483,9 @@ class JobRunner:
         job = running.job
         if action == "lost":
             return  # another worker holds the job now; it decides
+        if action == "shutdown":
+            await self._hand_back(running)
+            return
         await self.runtime.publish_progress(force=running)
         target = JobState.PAUSED if action == "pause" else JobState.CANCELLED
         if target is JobState.CANCELLED:
@@ -475,6 +502,23 @@ class JobRunner:
                 changes["error"] = {"code": "cancelled", "message": "cancelled on request"}
             running.job, _ = await self.store.transition(job.id, target, **changes)
         await self.store.clear_control(job.id)
+
+    async def _hand_back(self, running: Running) -> None:
+        """Put the job back in the queue with a fresh message; the ``.part`` stays for resume."""
+        await self.runtime.publish_progress(force=running)
+        job = await self.store.get(self.job_id)
+        if job is None:
+            return
+        if job.state is JobState.ACTIVE:
+            running.job, _ = await self.store.transition(
+                job.id, JobState.WAITING, allowed_from={JobState.ACTIVE}
+            )
+        elif job.state is JobState.WAITING:  # between retries
+            await self.store.requeue(job.id, job.priority, int(job.created_at.timestamp() * 1000))
+        else:
+            return
+        await self.runtime.requeue(job.id)
+        log.info("handed job %s back to the queue", job.id)
 
     async def _fail(self, running: Running, exc: BgdownloadError) -> None:
         log.info("job %s failed: %s", self.job_id, exc)

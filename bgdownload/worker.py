@@ -10,9 +10,12 @@ same job. The message is acknowledged only when the task returns, which
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Annotated
+import signal
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
 
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.serializers import JSONSerializer
@@ -20,6 +23,9 @@ from taskiq.serializers import JSONSerializer
 from bgdownload import keys
 from bgdownload.broker import DownloadBroker
 from bgdownload.config import Settings
+
+if TYPE_CHECKING:
+    from bgdownload.runner import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,34 @@ broker = make_broker(settings)
 async def _start_worker(state: TaskiqState) -> None:
     from bgdownload.runner import WorkerRuntime
 
-    state.runtime = await WorkerRuntime.start(settings.replace(redis_url=resolve_redis_url(settings)))
+    async def requeue(job_id: str) -> None:
+        await download.kiq(job_id)
+
+    runtime = await WorkerRuntime.start(
+        settings.replace(redis_url=resolve_redis_url(settings)), requeue
+    )
+    state.runtime = runtime
+    _hand_back_on_sigterm(runtime)
+
+
+def _hand_back_on_sigterm(runtime: WorkerRuntime) -> None:
+    """Chain onto taskiq's SIGTERM/SIGINT handler: hand running jobs back at once.
+
+    taskiq stops fetching and then waits for running tasks (forever, by default);
+    a download can take hours, so the worker requeues its jobs (keeping the
+    ``.part`` files) and their tasks return, instead of leaving them to the
+    redelivery timeout.
+    """
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(num: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(runtime.begin_shutdown)
+            if callable(previous):
+                previous(num, frame)
+
+        signal.signal(signum, handler)
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)

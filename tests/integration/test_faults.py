@@ -134,3 +134,24 @@ async def test_priority_orders_waiting_jobs(
     jobs = [await wait_for_state(service, OWNER, j.id, {"completed"}) for j in (low, mid, high)]
     order = sorted(jobs, key=lambda j: j.started_at)
     assert [j.id for j in order] == [high.id, mid.id, low.id]
+
+
+async def test_sigterm_hands_the_job_back_at_once(
+    service: Service, start_worker, source: SourceServer, download_dir: Path
+) -> None:
+    """A stopped worker requeues its download; the next one resumes it without waiting
+    for the redelivery timeout (set to ten minutes here)."""
+    size = 3_000_000
+    first: WorkerProcess = start_worker(BGDOWNLOAD_REDELIVERY_TIMEOUT="600")
+    job, _ = await service.create(OWNER, {"url": source.url(f"/bytes/{size}?seed=g1&rate=600000")})
+    await _wait_loaded(service, job.id, 300_000)
+    first.stop()
+    assert first.process is not None and first.process.returncode is not None
+    handed_back = await service.get(OWNER, job.id)
+    assert handed_back.state.value == "waiting"
+    assert list(download_dir.glob("*.part"))
+    start_worker(BGDOWNLOAD_REDELIVERY_TIMEOUT="600")
+    done = await wait_for_state(service, OWNER, job.id, {"completed", "failed"}, timeout=40)
+    assert done.state.value == "completed", done.error
+    assert done.sha256 == source.expected_sha256(size, "g1")
+    assert source.ranged_requests(f"/bytes/{size}")
