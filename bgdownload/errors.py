@@ -22,7 +22,9 @@ errors, the HTTP ``status`` the web layers answer with::
     │   ├── PartialFailure               partial (batch: some files failed)
     │   └── Cancelled                    cancelled
     ├── IllegalTransition                the state machine refused a change
-    └── DownloadFailed                   client side: job.wait() saw a failed job
+    ├── DownloadFailed                   client side: job.wait() saw a failed job
+    ├── ServerUnavailable                client side: the API could not be reached (unavailable)
+    └── WaitTimeout                      client side: job.wait(timeout=…) ran out (timeout)
 """
 
 from __future__ import annotations
@@ -154,3 +156,16 @@ class DownloadFailed(BgdownloadError):
     def __init__(self, message: str, *, code: str = "internal", job: Any = None) -> None:
         super().__init__(message, code=code)
         self.job = job
+
+
+class ServerUnavailable(BgdownloadError):
+    """The client could not reach the API (refused, unresolvable, timed out, 5xx)."""
+
+    code = "unavailable"
+    status = 503
+
+
+class WaitTimeout(BgdownloadError, TimeoutError):
+    """``Job.wait(timeout=...)`` gave up before the job reached a terminal state."""
+
+    code = "timeout"

@@ -132,3 +132,74 @@ async def wait_for_state(service: Service, owner: str, job_id: str, states: set[
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck in {job.state.value}; wanted {states}")
         await asyncio.sleep(0.05)
+
+
+class ServerProcess:
+    """``bgdownload serve`` as a child process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        import httpx
+
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bgdownload", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    """Start API servers on demand: ``start_server(port=None, **env_overrides)``."""
+    from bgdownload.redisproc import free_port
+
+    started: list[ServerProcess] = []
+
+    def start(port: int | None = None, **overrides: str) -> ServerProcess:
+        server = ServerProcess(
+            {**stack_env, **overrides}, tmp_path / f"server{len(started)}.log", port or free_port()
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api(start_server, worker: WorkerProcess) -> str:  # type: ignore[no-untyped-def]
+    """Base URL of a running stack: API server process + worker process + Redis."""
+    return str(start_server().url)

@@ -1,0 +1,250 @@
+"""Notebook widgets: one row per job (like ``tqdm.notebook``) and the Active Downloads panel.
+
+ipywidgets is imported only when a widget is shown, with an actionable error
+when missing. Widgets are fed by event streams running on an asyncio loop —
+the sync client's background loop, or the kernel's own for AsyncClient — so
+other cells keep running while bars move.
+
+NB: trait changes made on that loop's thread reach the browser safely:
+ipykernel sends comm messages through its IOPub thread, which accepts
+messages from any thread. Button clicks arrive on the kernel's main thread and
+are handed to the loop with ``run_coroutine_threadsafe``; they are processed
+only while the kernel is idle (a blocking ``job.wait()`` holds them back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from concurrent.futures import Future
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from bgdownload import errors
+from bgdownload.client import protocol, text
+from bgdownload.client.job import AsyncJob
+from bgdownload.client.protocol import JobInfo
+from bgdownload.models import JobState
+
+if TYPE_CHECKING:
+    from bgdownload.client.aio import AsyncClient
+
+log = logging.getLogger(__name__)
+
+_BAR_STYLES = {
+    JobState.COMPLETED: "success",
+    JobState.FAILED: "danger",
+    JobState.CANCELLED: "warning",
+}
+_STATE_COLOURS = {
+    JobState.WAITING: "#777", JobState.ACTIVE: "#1976d2", JobState.PAUSED: "#f57c00",
+    JobState.COMPLETED: "#2e7d32", JobState.FAILED: "#c62828", JobState.CANCELLED: "#f57c00",
+}
+#: an indeterminate bar pulses (ipywidgets has no such style, so a little CSS adds one)
+_PULSE_CSS = (
+    "<style>@keyframes bgd-pulse{0%{opacity:1}50%{opacity:.35}100%{opacity:1}}"
+    ".bgd-pulse .progress-bar{animation:bgd-pulse 1.2s ease-in-out infinite}</style>"
+)
+
+
+def require_ipywidgets() -> ModuleType:
+    try:
+        import ipywidgets
+    except ImportError as exc:
+        raise ImportError(
+            "bgdownload's notebook widgets need ipywidgets 8: run `pip install ipywidgets` "
+            "in the kernel's environment, then restart the kernel"
+        ) from exc
+    module: ModuleType = ipywidgets
+    return module
+
+
+class JobWidget:
+    """``name | bar | 12.3 MB / 50.0 MB · 3.4 MB/s · 12 s left | state | ⏸ ▶ ✖``."""
+
+    def __init__(self, job: AsyncJob, loop: asyncio.AbstractEventLoop | None) -> None:
+        w = require_ipywidgets()
+        self.job = job
+        self._loop = loop
+        self._future: Future[None] | None = None
+        self._problem: str | None = None
+        self.name = w.HTML(layout=w.Layout(width="22%", overflow="hidden"))
+        self.bar = w.FloatProgress(min=0, max=100, layout=w.Layout(flex="2", min_width="8em"))
+        self.status = w.HTML(layout=w.Layout(flex="3"))
+        self.state = w.HTML(layout=w.Layout(width="6em"))
+        self.buttons = {
+            action: w.Button(icon=icon, tooltip=action.capitalize(),
+                             layout=w.Layout(width="2.6em", padding="0"))
+            for action, icon in (("pause", "pause"), ("resume", "play"), ("cancel", "times"))
+        }
+        for action, button in self.buttons.items():
+            button.on_click(lambda _button, action=action: self._act(action))
+        self.widget = w.HBox(
+            [w.HTML(_PULSE_CSS), self.name, self.bar, self.status, self.state,
+             *self.buttons.values()],
+            layout=w.Layout(width="100%", align_items="center"),
+        )
+        self.render(job.info)
+
+    @property
+    def live(self) -> bool:
+        """Still following the job's stream."""
+        return self._future is not None and not self._future.done()
+
+    def start(self) -> None:
+        """Follow the job's event stream on the loop until it ends."""
+        if self._loop is not None and not self.live:
+            self._future = asyncio.run_coroutine_threadsafe(self._follow(), self._loop)
+
+    def stop(self) -> None:
+        if self._future is not None:
+            self._future.cancel()
+
+    async def _follow(self) -> None:
+        try:
+            async for _ in self.job.events():
+                self.render(self.job.info)
+            await self.job.refresh()  # the final object: path, sha256, files
+        except errors.BgdownloadError as exc:
+            self._problem = str(exc)
+        except Exception as exc:  # a widget must never die silently
+            log.exception("bgdownload widget for job %s stopped", self.job.id)
+            self._problem = f"{type(exc).__name__}: {exc}"
+        self.render(self.job.info)
+
+    def _act(self, action: str) -> None:
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(getattr(self.job, action)(), self._loop)
+        future.add_done_callback(self._acted)
+
+    def _acted(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        self._problem = str(exc) if exc is not None else None
+        self.render(self.job.info)
+
+    def render(self, info: JobInfo) -> None:
+        """Show ``info``; safe from any thread (each trait set is one comm message)."""
+        state = info.state
+        self.name.value = (
+            f"<span title='{html.escape(info.url or info.id, quote=True)}'>"
+            f"{html.escape(text.display_name(info))}</span>"
+        )
+        total, percent = info.progress.total, info.progress.percent
+        if total is None and not state.terminal:
+            self.bar.max, self.bar.value, self.bar.bar_style = 1, 1, "info"
+            self.bar.add_class("bgd-pulse")
+        else:
+            self.bar.remove_class("bgd-pulse")
+            self.bar.max = 100
+            self.bar.value = 100 if state is JobState.COMPLETED else (percent or 0)
+            self.bar.bar_style = _BAR_STYLES.get(state, "")
+        status = html.escape(text.status_line(info))
+        if state is JobState.FAILED:
+            status = f"<span style='color:#c62828'>{status}</span>"
+        if self._problem:
+            status += f" <span style='color:#c62828'>({html.escape(self._problem)})</span>"
+        self.status.value = status
+        self.state.value = (
+            f"<span style='color:{_STATE_COLOURS[state]}'>{state.value}</span>"
+        )
+        shown = {
+            "pause": state in (JobState.WAITING, JobState.ACTIVE),
+            "resume": state is JobState.PAUSED,
+            "cancel": not state.terminal,
+        }
+        for action, button in self.buttons.items():
+            button.layout.display = None if shown[action] else "none"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)  # type: ignore[no-untyped-call]
+
+
+class ActivePanel:
+    """Every live download of the caller, rows added and removed as events arrive.
+
+    Rows come from ``GET /downloads?state=waiting,active,paused``, then from
+    ``GET /api/v1/events``: a job seen for the first time gets a row, a job
+    that reaches a terminal state shows its outcome for ``linger`` seconds and goes.
+    """
+
+    def __init__(
+        self, client: AsyncClient, loop: asyncio.AbstractEventLoop, *, linger: float = 3.0
+    ) -> None:
+        w = require_ipywidgets()
+        self._client = client
+        self._loop = loop
+        self._linger = linger
+        self.rows: dict[str, JobWidget] = {}
+        self._empty = w.HTML("<i>No active downloads</i>")
+        self._problem = w.HTML()
+        self.widget = w.VBox(
+            [w.HTML("<b>Active downloads</b>"), self._empty, self._problem]
+        )
+        self._future = asyncio.run_coroutine_threadsafe(self._run(), loop)
+
+    def __repr__(self) -> str:
+        return f"<ActivePanel: {len(self.rows)} downloads>"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Stop following events (the widget stays as it was)."""
+        self._future.cancel()
+
+    def _layout(self) -> None:
+        rows = [row.widget for row in self.rows.values()]
+        self.widget.children = [self.widget.children[0], *(rows or [self._empty]), self._problem]
+
+    def _add(self, job: AsyncJob) -> None:
+        if job.id not in self.rows:
+            self.rows[job.id] = JobWidget(job, self._loop)
+            self._layout()
+
+    def _remove(self, job_id: str) -> None:
+        row = self.rows.get(job_id)
+        if row is not None and row.job.state.terminal:
+            del self.rows[job_id]
+            self._layout()
+
+    async def _run(self) -> None:
+        try:
+            for job in reversed(await self._client.jobs(protocol.LIVE_STATES)):
+                self._add(job)
+            async for event in self._client.events():
+                await self._on_event(event)
+        except errors.BgdownloadError as exc:
+            self._problem.value = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
+        except Exception:
+            log.exception("the active downloads panel stopped")
+            raise
+
+    async def _on_event(self, event: Any) -> None:
+        job_id = event.data.get("id")
+        if not isinstance(job_id, str):
+            return
+        row = self.rows.get(job_id)
+        if row is None:
+            if event.data.get("state") not in {s.value for s in protocol.LIVE_STATES}:
+                return
+            if event.event == "snapshot":
+                job = AsyncJob(self._client, JobInfo.from_dict(event.data))
+            else:
+                try:
+                    job = await self._client.get(job_id)
+                except errors.NotFound:
+                    return
+            self._add(job)
+            return
+        row.job._apply(event)
+        row.render(row.job.info)
+        if row.job.state.terminal:
+            asyncio.get_running_loop().call_later(self._linger, self._remove, job_id)

