@@ -199,6 +199,8 @@ class Job:
     wished_filename: str | None = None
     expected_sha256: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: id of the queue message that first queued it (the seed API's ``queueJobId``)
+    queue_id: str | None = None
 
     @property
     def is_batch(self) -> bool:
@@ -261,6 +263,7 @@ class Job:
             "wished_filename": _dump(self.wished_filename),
             "expected_sha256": _dump(self.expected_sha256),
             "headers": _dump(self.headers),
+            "queue_id": _dump(self.queue_id),
         }
 
     @classmethod
@@ -295,6 +298,7 @@ class Job:
             wished_filename=load("wished_filename"),
             expected_sha256=load("expected_sha256"),
             headers=load("headers") or {},
+            queue_id=load("queue_id"),
         )
 
 

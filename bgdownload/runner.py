@@ -154,7 +154,7 @@ class WorkerRuntime:
     async def close(self) -> None:
         self.begin_shutdown()
         deadline = time.monotonic() + 10
-        while self.running and time.monotonic() < deadline:
+        while self.running and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded wait
             await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()

@@ -50,6 +50,16 @@ _EXTRA_BLOCKED: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("fec0::/10"),  # site-local (deprecated)
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The documentation ranges (RFC 5737, RFC 3849) are none of the ranges API.md §5 names
+# (loopback, private, link-local, multicast, reserved, unspecified), and some networks
+# put real gateways there — package mirrors on our own build machines answer from
+# 203.0.113.0/24 — so they are not refused although ``ipaddress`` calls them private.
+_DOCUMENTATION: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("192.0.2.0/24"),
+    ipaddress.ip_network("198.51.100.0/24"),
+    ipaddress.ip_network("203.0.113.0/24"),
+    ipaddress.ip_network("2001:db8::/32"),
+)
 
 
 # --------------------------------------------------------------------------- URLs
@@ -171,6 +181,8 @@ def _forms(addr: IPAddress) -> list[IPAddress]:
 
 
 def _is_blocked_range(addr: IPAddress) -> bool:
+    if any(addr.version == net.version and addr in net for net in _DOCUMENTATION):
+        return False
     return (
         addr.is_loopback
         or addr.is_private

@@ -8,6 +8,7 @@ queueing, control, and event streams with replay all live here once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -35,8 +36,8 @@ from bgdownload.store import Store, is_stream_id, stream_id_key
 
 log = logging.getLogger(__name__)
 
-#: puts a job id on the work queue and returns the queue message id
-Enqueue = Callable[[str], Awaitable[str]]
+#: puts a job id on the work queue under the given message id
+Enqueue = Callable[[str, str], Awaitable[object]]
 
 METADATA_LIMIT = 16 * 1024
 MAX_BATCH_FILES = 10_000
@@ -88,9 +89,8 @@ class Service:
         broker = make_broker(settings)
         await broker.startup()
 
-        async def enqueue(job_id: str) -> str:
-            task = await download.kicker().with_broker(broker).kiq(job_id)
-            return task.task_id
+        async def enqueue(job_id: str, message_id: str) -> None:
+            await download.kicker().with_broker(broker).with_task_id(message_id).kiq(job_id)
 
         store = Store(redis, retention=settings.retention)
         hub = EventHub(redis)
@@ -125,9 +125,10 @@ class Service:
                 return existing, False
         job = await self._build_job(owner, data)
         await self._take_rate(owner)
+        job.queue_id = uuid.uuid4().hex
         job, created = await self.store.create(job, idempotency_key=idempotency_key)
         if created:
-            await self._enqueue(job.id)
+            await self._enqueue(job.id, job.queue_id)
         return job, created
 
     async def create_from_file_ids(self, owner: str, file_ids: Any) -> Job:
@@ -139,7 +140,8 @@ class Service:
             raise InvalidRequest("file_ids must be a non-empty list")
         files = []
         for file_id in file_ids:
-            if isinstance(file_id, bool) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", str(file_id)):
+            plain = re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", str(file_id))
+            if isinstance(file_id, bool) or not plain:
                 raise InvalidRequest(f"file id {file_id!r} is not a plain identifier")
             files.append({"url": template.replace("{file_id}", str(file_id))})
         job, _ = await self.create(owner, {"files": files})
@@ -210,10 +212,9 @@ class Service:
         url = safety.validate_url(url)
         safety.check_literal_host(url, self.settings)
         host, port = safety.url_host_port(url)
-        try:
+        # A name that does not resolve now is the worker's to report (network_error).
+        with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(safety.resolve_and_check(host, port, self.settings), 5.0)
-        except (OSError, TimeoutError):
-            pass  # does not resolve now: the worker reports it as network_error
         return url
 
     # -- read -------------------------------------------------------------------------
@@ -346,7 +347,7 @@ class Service:
             )
         except IllegalTransition as exc:
             raise InvalidState(str(exc)) from None
-        await self._enqueue(job.id)
+        await self._enqueue(job.id, uuid.uuid4().hex)
         return job
 
     def _remove_partials(self, job: Job) -> None:
@@ -380,10 +381,16 @@ class Service:
                 yield snapshot
                 last, terminal = snapshot.id, JobState(snapshot.data["state"]).terminal
             else:
-                for event in await self.store.job_events_after(job_id, last, count=10_000):
+                replayed = await self.store.job_events_after(job_id, last, count=10_000)
+                for event in replayed:
                     yield event
                     last = event.id
                     terminal = _is_terminal_event(event)
+                if not replayed:
+                    # Nothing after the client's id: if the job has ended, the client
+                    # already saw its last state event, so the stream is over.
+                    current = await self.store.get(job_id)
+                    terminal = current is None or current.state.terminal
             while not terminal:
                 event = await self._next_live(sub, job_id)
                 if event.event == "snapshot":
@@ -416,6 +423,10 @@ class Service:
                 # A job can vanish (deleted, expired) while we wait: end instead of hanging.
                 if await self.store.get(job_id) is None:
                     raise NotFound(f"download {job_id} was deleted") from None
+
+    async def owner_position(self, owner: str) -> str:
+        """The id of the owner's latest event: replay from it to miss nothing after now."""
+        return await self.store.last_event_id(keys.owner_events(owner))
 
     async def owner_events(
         self, owner: str, *, last_event_id: str | None = None

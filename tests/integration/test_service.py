@@ -221,3 +221,36 @@ async def test_owner_events_follow_every_job(
     b, _ = await service.create(OWNER, {"url": source.url("/bytes/1000?seed=o2")})
     await asyncio.wait_for(task, 30)
     assert {i for i, _ in seen} == {a.id, b.id}
+
+
+async def test_stream_of_a_finished_job_ends_after_a_reconnect(
+    service: Service, worker: WorkerProcess, source: SourceServer
+) -> None:
+    job, _ = await service.create(OWNER, {"url": source.url("/bytes/1000?seed=e1")})
+    await wait_for_state(service, OWNER, job.id, {"completed"})
+    events = [e async for e in service.job_events(OWNER, job.id, last_event_id="0-0")]
+    final = events[-1]
+    assert final.event == "state" and final.data["state"] == "completed"
+    # Reconnecting with the id of the final event: nothing more, and the stream ends.
+    again = await asyncio.wait_for(
+        _collect(service.job_events(OWNER, job.id, last_event_id=final.id)), 10
+    )
+    assert again == []
+
+
+async def test_queue_message_id_is_kept_and_owner_position_prevents_gaps(
+    service: Service, source: SourceServer
+) -> None:
+    position = await service.owner_position(OWNER)
+    job, _ = await service.create(OWNER, {"url": source.url("/bytes/10")})
+    assert job.queue_id and job.queue_id != job.id
+    stored = await service.get(OWNER, job.id)
+    assert stored.queue_id == job.queue_id and "queue_id" not in stored.to_public()
+    replay = service.owner_events(OWNER, last_event_id=position)
+    first = await asyncio.wait_for(replay.__anext__(), 5)
+    await replay.aclose()
+    assert first.data["id"] == job.id and first.data["state"] == "waiting"
+
+
+async def _collect(events) -> list:  # type: ignore[no-untyped-def]
+    return [e async for e in events]

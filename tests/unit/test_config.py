@@ -77,7 +77,7 @@ def test_settings_file_mirrors_the_environment_and_env_wins(tmp_path: Path) -> N
     s = Settings.from_env({"BGDOWNLOAD_SETTINGS_FILE": str(file), "BGDOWNLOAD_RETRIES": "1"})
     assert s.concurrency == 3 and s.retries == 1
     file.write_text("NOT_OURS=1\n")
-    with pytest.raises(ConfigError, match="settings.env:1"):
+    with pytest.raises(ConfigError, match=r"settings\.env:1"):
         Settings.from_env({"BGDOWNLOAD_SETTINGS_FILE": str(file)})
 
 

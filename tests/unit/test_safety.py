@@ -236,3 +236,14 @@ def test_paths_stay_inside_root(tmp_path: Path) -> None:
     os.symlink(outside, tmp_path / "link.txt")
     with pytest.raises(InvalidURL):
         safe_path(tmp_path, "link.txt")  # a planted symlink cannot redirect the write
+
+
+def test_documentation_ranges_are_not_refused() -> None:
+    """API.md §5 names loopback, private, link-local, multicast, reserved, unspecified;
+    the documentation ranges are none of those (and host package mirrors here)."""
+    from bgdownload.safety import address_blocked
+
+    for addr in ("203.0.113.80", "192.0.2.1", "198.51.100.7", "2001:db8::1"):
+        assert not address_blocked(addr)
+    for addr in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "198.18.0.1"):
+        assert address_blocked(addr)
