@@ -41,7 +41,7 @@ async def test_sigkilled_worker_is_taken_over_and_the_job_resumes(
     data = (download_dir / done.path).read_bytes()
     assert hashlib.sha256(data).hexdigest() == source.expected_sha256(size, "k1")
     ranged = source.ranged_requests("/bytes/4000000")
-    assert ranged, "the second worker resumed with a Range request"
+    assert ranged, ("the second worker resumed with a Range request", second.log()[-2000:])
     assert int(ranged[-1].range.split("=")[1].split("-")[0]) > 0
 
 

@@ -83,7 +83,7 @@ async def test_active_panel_adds_and_removes_rows_live():
     panel = ActivePanel(client, asyncio.get_running_loop(), linger=0.1)
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and list(panel.rows) != [OTHER_ID]:  # noqa: ASYNC110
+        while time.monotonic() < deadline and list(panel.rows) != [OTHER_ID]:
             await asyncio.sleep(0.02)  # the panel has no hook to wait on; polled, bounded
         assert list(panel.rows) == [OTHER_ID]  # JOB_ID came, completed and went
         assert panel.rows[OTHER_ID].widget in panel.widget.children
