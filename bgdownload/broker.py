@@ -82,11 +82,13 @@ class DownloadBroker(RedisStreamBroker):
 
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
         async def _ack() -> None:
-            async with Redis(connection_pool=self.connection_pool) as conn:
-                async with conn.pipeline(transaction=True) as pipe:
-                    pipe.xack(queue_name, self.consumer_group_name, id)
-                    pipe.xdel(queue_name, id)
-                    await pipe.execute()
+            async with (
+                Redis(connection_pool=self.connection_pool) as conn,
+                conn.pipeline(transaction=True) as pipe,
+            ):
+                pipe.xack(queue_name, self.consumer_group_name, id)
+                pipe.xdel(queue_name, id)
+                await pipe.execute()
             self._release(id)
 
         return _ack
@@ -127,7 +129,7 @@ class DownloadBroker(RedisStreamBroker):
                     data=data, ack=self._ack_generator(id=message_id, queue_name=self.queue_name)
                 )
 
-    async def _read_one(self, conn: Redis) -> tuple[str, bytes] | None:
+    async def _read_one(self, conn: Any) -> tuple[str, bytes] | None:
         fetched = await conn.xreadgroup(
             self.consumer_group_name,
             self.consumer_name,
@@ -140,7 +142,7 @@ class DownloadBroker(RedisStreamBroker):
                 return _text(message_id), fields[b"data"]
         return None
 
-    async def _reclaim_one(self, conn: Redis) -> tuple[str, bytes] | None:
+    async def _reclaim_one(self, conn: Any) -> tuple[str, bytes] | None:
         """Take over one message that a dead worker held for longer than ``idle_timeout``."""
         result = await conn.xautoclaim(
             self.queue_name,
@@ -171,7 +173,7 @@ class DownloadBroker(RedisStreamBroker):
                         self.consumer_group_name,
                         self.consumer_name,
                         min_idle_time=0,
-                        message_ids=ids,
+                        message_ids=list[Any](ids),
                         justid=True,
                     )
             except (RedisError, OSError) as exc:

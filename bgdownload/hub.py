@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -41,7 +42,7 @@ class EventHub:
     """Tails every stream that has listeners with one blocking reader task."""
 
     def __init__(self, redis: Redis, *, block_ms: int = 500, queue_size: int = 256) -> None:
-        self._redis = redis
+        self._redis: Any = redis  # decoded replies; redis-py's reply unions do not help here
         self._block_ms = block_ms
         self._queue_size = queue_size
         self._cursors: dict[str, str] = {}

@@ -221,7 +221,7 @@ class WorkerRuntime:
         values = await self.redis.mget([keys.control(i) for i in ids])
         for job_id, action in zip(ids, values, strict=True):
             if action:
-                self.interrupt(job_id, action)
+                self.interrupt(job_id, str(action))
 
     def interrupt(self, job_id: str, action: str) -> None:
         running = self.running.get(job_id)
@@ -559,7 +559,7 @@ def _names(job: Job) -> list[str]:
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a server's Retry-After wins when longer."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 300.0))

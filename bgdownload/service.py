@@ -125,10 +125,10 @@ class Service:
                 return existing, False
         job = await self._build_job(owner, data)
         await self._take_rate(owner)
-        job.queue_id = uuid.uuid4().hex
+        message_id = job.queue_id = uuid.uuid4().hex
         job, created = await self.store.create(job, idempotency_key=idempotency_key)
         if created:
-            await self._enqueue(job.id, job.queue_id)
+            await self._enqueue(job.id, message_id)
         return job, created
 
     async def create_from_file_ids(self, owner: str, file_ids: Any) -> Job:

@@ -166,7 +166,9 @@ class Store:
         job_stream_maxlen: int = 1000,
         owner_stream_maxlen: int = 10000,
     ) -> None:
-        self.redis = redis
+        # redis-py types each reply as a union of every protocol shape; this client
+        # decodes responses, so replies are handled as the strings they are.
+        self.redis: Any = redis
         self.retention = max(1, int(retention))
         self.job_stream_maxlen = job_stream_maxlen
         self.owner_stream_maxlen = owner_stream_maxlen

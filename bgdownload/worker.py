@@ -15,7 +15,7 @@ import json
 import logging
 import signal
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.serializers import JSONSerializer
@@ -99,7 +99,7 @@ async def _stop_worker(state: TaskiqState) -> None:
 
 
 @broker.task(task_name="bgdownload.download")
-async def download(job_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
+async def download(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     """Run the best waiting job (``job_id`` is only a hint for logs) until it rests."""
     runtime = context.state.runtime
     await runtime.run_message(context.message.task_id, hint=job_id)
