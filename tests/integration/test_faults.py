@@ -25,6 +25,13 @@ async def _wait_loaded(service: Service, job_id: str, at_least: int, timeout: fl
         await asyncio.sleep(0.05)
 
 
+async def _wait_on_disk(download_dir: Path, at_least: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(p.stat().st_size for p in download_dir.glob("*.part")) < at_least:
+        assert time.monotonic() < deadline, "nothing reached the .part file"
+        await asyncio.sleep(0.05)
+
+
 async def test_sigkilled_worker_is_taken_over_and_the_job_resumes(
     service: Service, start_worker, source: SourceServer, download_dir: Path
 ) -> None:
@@ -33,6 +40,7 @@ async def test_sigkilled_worker_is_taken_over_and_the_job_resumes(
     first: WorkerProcess = start_worker()
     job, _ = await service.create(OWNER, {"url": url})
     await _wait_loaded(service, job.id, 600_000)
+    await _wait_on_disk(download_dir, 300_000)  # bytes the engine still buffers die with it
     first.kill()
     assert (await service.get(OWNER, job.id)).state.value == "active"
     second: WorkerProcess = start_worker()
