@@ -200,6 +200,16 @@ def _read_runtime(settings: Settings) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def redis_url(settings: Settings) -> str:
+    """The Redis to use: ``BGDOWNLOAD_REDIS_URL``, else the local stack's, else the default port."""
+    if settings.redis_url:
+        return settings.redis_url
+    data = _read_runtime(settings)
+    if data and isinstance(data.get("redis_url"), str):
+        return str(data["redis_url"])
+    return "redis://127.0.0.1:6379/0"
+
+
 def _write_runtime(settings: Settings, data: dict[str, Any]) -> None:
     path = runtime_path(settings)
     tmp = path.with_suffix(".tmp")

@@ -79,13 +79,10 @@ class Service:
     @classmethod
     async def connect(cls, settings: Settings) -> Service:
         """Open Redis and the queue broker (for sending work) described by ``settings``."""
+        from bgdownload.local import redis_url
         from bgdownload.worker import download, make_broker
 
-        if not settings.redis_url:
-            from bgdownload.errors import ConfigError
-
-            raise ConfigError("BGDOWNLOAD_REDIS_URL is not set and no local stack is running")
-        redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        redis = aioredis.from_url(redis_url(settings), decode_responses=True)
         broker = make_broker(settings)
         await broker.startup()
 

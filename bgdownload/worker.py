@@ -11,7 +11,6 @@ same job. The message is acknowledged only when the task returns, which
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from types import FrameType
@@ -23,6 +22,7 @@ from taskiq.serializers import JSONSerializer
 from bgdownload import keys
 from bgdownload.broker import DownloadBroker
 from bgdownload.config import Settings
+from bgdownload.local import redis_url
 
 if TYPE_CHECKING:
     from bgdownload.runner import WorkerRuntime
@@ -30,21 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_redis_url(settings: Settings) -> str:
-    """The configured Redis, else the local stack's, else the default local port."""
-    if settings.redis_url:
-        return settings.redis_url
-    try:
-        runtime = json.loads((settings.state_dir / "runtime.json").read_text(encoding="utf-8"))
-        return str(runtime["redis_url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "redis://127.0.0.1:6379/0"
-
-
 def make_broker(settings: Settings) -> DownloadBroker:
     """A broker for ``settings``: workers consume from it, the API kicks into it."""
     new = DownloadBroker(
-        resolve_redis_url(settings),
+        redis_url(settings),
         slots=settings.concurrency,
         idle_timeout=settings.redelivery_timeout,
         queue_name=keys.TASK_STREAM,
@@ -65,7 +54,7 @@ async def _start_worker(state: TaskiqState) -> None:
         await download.kiq(job_id)
 
     runtime = await WorkerRuntime.start(
-        settings.replace(redis_url=resolve_redis_url(settings)), requeue
+        settings.replace(redis_url=redis_url(settings)), requeue
     )
     state.runtime = runtime
     _hand_back_on_sigterm(runtime)
