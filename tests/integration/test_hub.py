@@ -1,0 +1,51 @@
+"""The event hub: one reader for many listeners; a slow listener is resynced, not buffered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bgdownload.hub import EventHub
+from bgdownload.models import JobState, Progress
+from bgdownload.service import Service
+
+
+async def test_many_listeners_share_one_reader_and_leave_nothing_behind(
+    service: Service, redis
+) -> None:
+    job, _ = await service.create("alice", {"url": "http://127.0.0.1:9/x"})
+    streams = [service.job_events("alice", job.id) for _ in range(50)]
+    firsts = await asyncio.gather(*(s.__anext__() for s in streams))
+    assert {e.event for e in firsts} == {"snapshot"}
+    assert service.hub.listener_count == 50
+    clients_before = len(await redis.client_list())
+    await service.store.transition(job.id, JobState.ACTIVE)
+    nexts = await asyncio.gather(*(s.__anext__() for s in streams))
+    assert {(e.event, e.data["state"]) for e in nexts} == {("state", "active")}
+    assert len(await redis.client_list()) <= clients_before  # no connection per listener
+    await asyncio.gather(*(s.aclose() for s in streams))
+    assert service.hub.listener_count == 0
+
+
+async def test_a_listener_that_falls_behind_gets_a_fresh_snapshot(service: Service, redis) -> None:
+    service.hub = EventHub(service.store.redis, queue_size=8)
+    job, _ = await service.create("alice", {"url": "http://127.0.0.1:9/x"})
+    events = service.job_events("alice", job.id)
+    assert (await events.__anext__()).event == "snapshot"
+    job, _ = await service.store.transition(job.id, JobState.ACTIVE)
+    for loaded in range(1, 41):  # far more than the listener's buffer of 8
+        job.progress = Progress(loaded * 100, 10_000, 50.0)
+        await service.store.publish_progress([(job, 100)])
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.7)  # let the hub's reader deliver (and overflow)
+    seen = []
+    while True:
+        event = await asyncio.wait_for(events.__anext__(), 5)
+        seen.append(event)
+        if event.event == "snapshot":
+            break
+    assert len(seen) <= 9, "at most the buffer, then a resync"
+    assert seen[-1].data["progress"]["loaded"] == 4000  # the snapshot is current
+    await service.store.transition(job.id, JobState.COMPLETED)
+    tail = [e async for e in events]
+    assert [e.data["state"] for e in tail] == ["completed"]
+    await service.hub.close()
