@@ -60,8 +60,9 @@ class EventHub:
             # The cursor is the stream's last id *now*, so nothing appended between this
             # call and the reader's next XREAD is missed.
             last = await self._redis.xrevrange(key, count=1)
-            self._cursors[key] = last[0][0] if last else "0-0"
-            self._listeners[key] = set()
+            if key not in self._listeners:  # a concurrent subscribe may have won the await
+                self._cursors[key] = last[0][0] if last else "0-0"
+                self._listeners[key] = set()
         self._listeners[key].add(sub)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_forever(), name="bgdownload-event-hub")

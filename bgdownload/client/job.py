@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from bgdownload.client.widgets import JobWidget
 
 
+#: how long ``Job.wait()`` lets its widgets catch up with the outcome (seconds)
+_SETTLE_TIMEOUT = 5.0
+
+
 def in_notebook() -> bool:
     """Running inside a Jupyter kernel (not a terminal IPython, not a script)."""
     if "IPython" not in sys.modules:
@@ -324,11 +328,19 @@ class Job(_Fields):
             )
         except errors.DownloadFailed as exc:
             exc.job = self
+            self._settle_widgets()
             raise
         finally:
             if bar is not None:
                 bar.close(self.info)
+        self._settle_widgets()
         return self
+
+    def _settle_widgets(self) -> None:
+        # the widgets follow their own streams: let them draw the outcome before this
+        # returns, so it is shown (and saved by headless runners) with the waiting cell
+        for widget in self._async._widgets:
+            widget.settle(_SETTLE_TIMEOUT)
 
     def _ipython_display_(self) -> None:
         if not in_notebook():

@@ -15,6 +15,8 @@ only while the kernel is idle (a blocking ``job.wait()`` holds them back).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import html
 import logging
 from concurrent.futures import Future
@@ -46,6 +48,19 @@ _PULSE_CSS = (
     "<style>@keyframes bgd-pulse{0%{opacity:1}50%{opacity:.35}100%{opacity:1}}"
     ".bgd-pulse .progress-bar{animation:bgd-pulse 1.2s ease-in-out infinite}</style>"
 )
+
+
+def submit(coro: Any, loop: asyncio.AbstractEventLoop) -> Future[Any]:
+    """``run_coroutine_threadsafe`` in a fresh context, for tasks that update widgets.
+
+    ipykernel stamps each comm message with the request found in the sending task's
+    contextvars, so a task started from one cell would report every later update as
+    that cell's. In a fresh context it falls back to the kernel's latest request
+    instead: a bar shown in one cell and finished while another runs is reported with
+    the running cell, which is what headless runners (nbclient, ``nbconvert
+    --execute``) need to save the bar's final state in the notebook.
+    """
+    return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, loop)
 
 
 def require_ipywidgets() -> ModuleType:
@@ -95,11 +110,16 @@ class JobWidget:
     def start(self) -> None:
         """Follow the job's event stream on the loop until it ends."""
         if self._loop is not None and not self.live:
-            self._future = asyncio.run_coroutine_threadsafe(self._follow(), self._loop)
+            self._future = submit(self._follow(), self._loop)
 
     def stop(self) -> None:
         if self._future is not None:
             self._future.cancel()
+
+    def settle(self, timeout: float) -> None:
+        """Block (at most ``timeout`` s) until the stream ended and the outcome is drawn."""
+        if self._future is not None:
+            concurrent.futures.wait([self._future], timeout)
 
     async def _follow(self) -> None:
         try:
@@ -186,7 +206,7 @@ class ActivePanel:
         self.widget = w.VBox(
             [w.HTML("<b>Active downloads</b>"), self._empty, self._problem]
         )
-        self._future = asyncio.run_coroutine_threadsafe(self._run(), loop)
+        self._future = submit(self._run(), loop)
 
     def __repr__(self) -> str:
         return f"<ActivePanel: {len(self.rows)} downloads>"

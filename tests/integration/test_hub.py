@@ -49,3 +49,13 @@ async def test_a_listener_that_falls_behind_gets_a_fresh_snapshot(service: Servi
     tail = [e async for e in events]
     assert [e.data["state"] for e in tail] == ["completed"]
     await service.hub.close()
+
+
+async def test_concurrent_first_subscribers_both_hear(redis) -> None:
+    """Two listeners subscribing to a new stream at once (job.wait() and its widget)."""
+    hub = EventHub(redis, block_ms=100)
+    a, b = await asyncio.gather(hub.subscribe("k"), hub.subscribe("k"))
+    await redis.xadd("k", {"event": "state", "data": "{}"})
+    got = [await asyncio.wait_for(sub.get(), 2) for sub in (a, b)]
+    await hub.close()
+    assert [e.event for e in got] == ["state", "state"]
