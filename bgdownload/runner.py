@@ -47,6 +47,8 @@ LEASE_TTL = 15.0
 STALL_INTERVAL = 5.0
 #: the speed is measured over this recent window
 SPEED_WINDOW = 3.0
+#: Redis connections per worker process; jobs beyond it wait for a free one
+REDIS_CONNECTIONS = 50
 #: files of one batch job downloaded at once
 BATCH_PARALLEL = 4
 #: backoff between attempts: BASE * 2**n with full jitter, capped
@@ -62,6 +64,35 @@ class Interrupted(Exception):
         self.action = action
 
 
+class FilesWriter:
+    """Persists a batch job's ``files`` for many chosen names in one write.
+
+    Every file of a batch must have its chosen name stored before its bytes are
+    written (a redelivery resumes that ``.part``), but the names live in one JSON
+    list: writing the whole list once per file costs O(files²). A name chosen
+    while a write is in flight rides on the next write, which carries all of them.
+    """
+
+    def __init__(self, store: Store, job: Job) -> None:
+        self.store = store
+        self.job = job
+        self._lock = asyncio.Lock()
+        self._changes = 0
+        self._stored = 0
+
+    async def persist(self) -> None:
+        """Return once the ``files`` list as it is now is stored."""
+        self._changes += 1
+        mine = self._changes
+        async with self._lock:
+            if self._stored >= mine:
+                return  # a write that began after this change carried it
+            covered = self._changes
+            # update_fields serialises before its first await: it carries ``covered``
+            await self.store.update_fields(self.job.id, files=self.job.files)
+            self._stored = covered
+
+
 @dataclass(eq=False)
 class Tracker:
     """Progress of one file as the engine reports it; read by the ticker (the ProgressSink)."""
@@ -69,6 +100,7 @@ class Tracker:
     runtime: WorkerRuntime
     job: Job
     entry: FileEntry | None = None
+    files_writer: FilesWriter | None = None
     loaded: int = 0
     total: int | None = None
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
@@ -80,7 +112,10 @@ class Tracker:
     async def name_chosen(self, filename: str, path: str) -> None:
         if self.entry is not None:
             self.entry.filename, self.entry.path = filename, path
-            await self.runtime.store.update_fields(self.job.id, files=self.job.files)
+            if self.files_writer is not None:
+                await self.files_writer.persist()
+            else:
+                await self.runtime.store.update_fields(self.job.id, files=self.job.files)
         else:
             self.job.filename, self.job.path = filename, path
             await self.runtime.store.update_fields(self.job.id, filename=filename, path=path)
@@ -134,7 +169,13 @@ class WorkerRuntime:
         cls, settings: Settings, requeue: Callable[[str], Awaitable[object]]
     ) -> WorkerRuntime:
         assert settings.redis_url
-        redis = aioredis.from_url(settings.redis_url, decode_responses=True, socket_timeout=None)
+        # redis-py's default pool refuses a 101st connection (MaxConnectionsError): with
+        # hundreds of jobs at once, commands must wait for a free connection instead
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=None,
+            decode_responses=True, socket_timeout=None,
+        )
+        redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
         runtime = cls(settings, redis, Engine(settings, worker_limiter=limiter), requeue)
         runtime._tasks = [
@@ -171,12 +212,24 @@ class WorkerRuntime:
         if self.closing:
             await self.requeue(hint)  # pass the message on rather than start work now
             return
-        job_id = await self.store.claim_next(task_id)
-        if job_id is None:
-            log.debug("message %s (for %s) found nothing waiting", task_id, hint)
-            return
-        await JobRunner(self, job_id).run()
-        await self.store.release_run(task_id)
+        outage = 0
+        while True:
+            try:
+                job_id = await self.store.claim_next(task_id)
+                if job_id is None:
+                    log.debug("message %s (for %s) found nothing waiting", task_id, hint)
+                    return
+                await JobRunner(self, job_id).run()
+                await self.store.release_run(task_id)
+                return
+            except (RedisError, OSError) as exc:
+                # Returning would acknowledge the message and strand the job: keep the
+                # message and try again (resuming from the .part) once Redis answers.
+                if self.closing:
+                    raise
+                outage += 1
+                log.warning("Redis unavailable (%s); retrying message %s", exc, task_id)
+                await asyncio.sleep(min(30.0, 0.5 * 2**outage))
 
     # -- background duties ----------------------------------------------------------------
 
@@ -294,20 +347,26 @@ class JobRunner:
 
     async def run(self) -> None:
         token = uuid.uuid4().hex
-        if not await self._acquire_lease(token):
-            return
+        # the common case in one round trip: lease free, job and pending control read
+        taken, job, action = await self.store.lease_and_read(self.job_id, token, LEASE_TTL)
+        if not taken:
+            if job is None or job.state in RESTING or not await self._acquire_lease(token):
+                return
+            job, action = None, None
         running = Running(Job(id=self.job_id, owner="", url=None), token)
         try:
-            job = await self.store.get(self.job_id)
+            if job is None:
+                job = await self.store.get(self.job_id)
+                action = await self.store.get_control(self.job_id)
             if job is None or job.state in RESTING:
                 return
             running.job = job
             self.runtime.running[job.id] = running
-            if await self._honour_pending_control(running):
+            if await self._honour_pending_control(running, action):
                 return
             if job.state is JobState.WAITING:
                 running.job, _ = await self.store.transition(
-                    job.id, JobState.ACTIVE, allowed_from={JobState.WAITING},
+                    job.id, JobState.ACTIVE, allowed_from={JobState.WAITING}, current=job,
                     attempts=max(1, job.attempts), error=None,
                 )
             await self._attempts(running)
@@ -333,9 +392,8 @@ class JobRunner:
             await asyncio.sleep(LEASE_TTL / 3)
         return True
 
-    async def _honour_pending_control(self, running: Running) -> bool:
+    async def _honour_pending_control(self, running: Running, action: str | None) -> bool:
         """A pause/cancel sent while the job was queued or between deliveries."""
-        action = await self.store.get_control(self.job_id)
         if action not in ("pause", "cancel"):
             return False
         await self._rest_interrupted(running, action)
@@ -388,7 +446,7 @@ class JobRunner:
         result = await self.runtime.engine.fetch(self._spec(job.url or "", job, None), tracker)
         await self.runtime.publish_progress(force=running)
         running.job, _ = await self.store.transition(
-            job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE},
+            job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE}, current=running.job,
             filename=result.filename, path=result.path, sha256=result.sha256,
             progress=Progress(result.size, result.size, 0.0), error=None,
         )
@@ -396,10 +454,11 @@ class JobRunner:
     async def _download_batch(self, running: Running) -> None:
         job = running.job
         gate = asyncio.Semaphore(BATCH_PARALLEL)
+        writer = FilesWriter(self.store, job)
 
         async def one(entry: FileEntry) -> None:
             async with gate:
-                tracker = Tracker(self.runtime, job, entry)
+                tracker = Tracker(self.runtime, job, entry, writer)
                 running.trackers.append(tracker)
                 entry.state, entry.error = JobState.ACTIVE, None
                 try:

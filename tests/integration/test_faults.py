@@ -163,3 +163,35 @@ async def test_sigterm_hands_the_job_back_at_once(
     assert done.state.value == "completed", done.error
     assert done.sha256 == source.expected_sha256(size, "g1")
     assert source.ranged_requests(f"/bytes/{size}")
+
+
+async def test_redis_restart_mid_download_does_not_strand_the_job(
+    tmp_path: Path, start_worker, source: SourceServer, download_dir: Path
+) -> None:
+    data_dir = tmp_path / "redis-aof2"
+    server = start_redis(data_dir, appendonly=True)
+    base = Settings.from_env({
+        "BGDOWNLOAD_REDIS_URL": server.url, "BGDOWNLOAD_DIR": str(download_dir),
+        "BGDOWNLOAD_ALLOW_NETWORKS": "127.0.0.0/8",
+        "BGDOWNLOAD_SETTINGS_FILE": str(tmp_path / "none.env"),
+    })
+    size = 3_000_000
+    try:
+        start_worker(BGDOWNLOAD_REDIS_URL=server.url)
+        service = await Service.connect(base)
+        job, _ = await service.create(OWNER, {"url": source.url(f"/bytes/{size}?seed=rr&rate=600000")})
+        await _wait_loaded(service, job.id, 300_000)
+        await service.close()
+        port = server.port
+        server.stop()
+        await asyncio.sleep(2)
+        server = start_redis(data_dir, port=port, appendonly=True)
+        service = await Service.connect(base)
+        try:
+            done = await wait_for_state(service, OWNER, job.id, {"completed", "failed"}, timeout=90)
+            assert done.state.value == "completed", done.error
+            assert done.sha256 == source.expected_sha256(size, "rr")
+        finally:
+            await service.close()
+    finally:
+        server.stop()
