@@ -15,13 +15,16 @@ The engine makes exactly one attempt; retrying transient errors
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import email.utils
+import errno
 import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,8 +61,19 @@ MIN_SEGMENT = 4 * 1024 * 1024
 #: how often segment offsets are written to the sidecar while bytes move
 SIDECAR_INTERVAL = 1.0
 _HASH_BLOCK = 1024 * 1024
+#: bytes handed to the write and hash threads at a time (see _Writer)
+_BATCH = 2 * 1024 * 1024
+#: chunks in one batch at most (bounds the per-chunk work a batch hands over)
+_MAX_CHUNKS = 512
+#: bytes per write call at most (see _pwrite_all)
+_WRITE_PIECE = 256 * 1024
+#: seconds a received chunk waits in memory at most before it is written
+_BATCH_AGE = 1.0
+#: batches queued per stage (writing, hashing) before the event loop waits
+_DEPTH = 2
 #: threads that write and hash downloaded bytes (GIL released in both)
 _WRITE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bgd-write")
+Chunk = bytes | memoryview
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -236,85 +250,206 @@ def _hash_file(path: Path, length: int | None = None) -> hashlib._Hash:
     return digest
 
 
-def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[written:]
-        if offset is not None:
+def _pwrite_all(fd: int, chunks: list[Chunk], offset: int) -> None:
+    """Write ``chunks`` back to back at ``offset``: one call per chunk, split at
+    ``_WRITE_PIECE``.
+
+    Not one ``pwritev`` per batch: large aligned writes make the kernel back the page
+    cache with large folios, and on this VM fresh high-order pages are expensive (a
+    1 GiB download spent ~2 s of system time instead of ~0.8 s with 2 MiB
+    ``pwritev`` calls; benchmarks/README.md). Received chunks land at unaligned
+    offsets and get small, recycled pages, as curl's writes do.
+    """
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(fd, view[:_WRITE_PIECE], offset)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "no progress writing the download")
             offset += written
+            view = view[written:]
 
 
-_Item = tuple[int | None, "bytes | memoryview", "_Segment | None"]
+def _hash_all(digest: Any, chunks: list[Chunk]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)  # releases the GIL for anything over 2 KiB
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Lane:
+    """Runs jobs one at a time and in order on the shared pool, off the event loop.
+
+    A job queued behind a running one starts on the same pool thread as soon as the
+    first ends — no trip through the event loop between batches, so a thread that
+    is the slowest stage never idles waiting for the loop to hand it the next
+    batch. The loop only waits (:meth:`until`) while ``_DEPTH`` jobs are queued,
+    which bounds the memory they hold. A failing job stops the lane: later jobs are
+    dropped (a write after a failed one would leave a hole that a resume reads as
+    data) and the error is raised to the loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._drainer: concurrent.futures.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._drainer is None:
+                self._drainer = _WRITE_POOL.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._drainer = None
+                    return
+                job = self._jobs[0]
+            if self.error is None:
+                try:
+                    job()
+                except BaseException as exc:  # handed to the loop by until()
+                    self.error = exc
+            with self._lock:
+                self._jobs.popleft()
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                # Only when the loop is actually waiting: one wake-up per wait.
+                with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                    waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+
+    async def until(self, queued: int) -> None:
+        """Wait until at most ``queued`` jobs are left; raise a job's error."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            with self._lock:
+                if len(self._jobs) <= queued:
+                    return
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def settle(self) -> bool:
+        """Block until every queued job ran (on any exit path); False if one failed."""
+        while True:
+            with self._lock:
+                drainer = self._drainer
+            if drainer is None:
+                return self.error is None
+            with contextlib.suppress(Exception):
+                drainer.result()
 
 
 class _Writer:
-    """Writes (and hashes) chunks, in a thread or inline, tracking what is on disk.
+    """Writes and hashes received chunks in batches, off the event loop.
 
-    Page-cache writes run at ~0.8 GiB/s and SHA-256 at ~1.7 GiB/s on the benchmark
-    machine; both release the GIL, so a thread overlaps them with receiving. On the
-    shared 2-core machine the gain is real but noisy (1 GiB: 1.86 s threaded vs
-    2.13 s inline, median of 5; one 3-run set went the other way; see
-    benchmarks/README.md). Chunks are grouped into ``batch``-byte batches, one in
-    flight and one filling, so memory stays at about two batches per download.
+    Where the time goes on a 1 GiB loopback download (benchmarks/README.md): copying
+    into page-cache pages (0.3-1 s/GiB on this VM, the widest spread), SHA-256
+    (~0.62 s/GiB) and the event loop receiving (~0.75 s/GiB) are about the same
+    size. Each runs on a thread of its own — writing and hashing both release the
+    GIL — so on two cores they overlap instead of adding up. Chunks are collected
+    into ``batch``-byte batches: one hand-off per stage per batch, not per chunk
+    (fewer GIL hand-overs and loop wake-ups). Each stage is a :class:`_Lane` holding
+    at most ``_DEPTH`` batches, which bounds memory at about ``_DEPTH + 1`` batches
+    and keeps the hash in order.
+
+    Tried and dropped: copying a batch into one contiguous buffer so the hash thread
+    makes one ``update`` per batch (its GIL waits shrank, but the copy on the loop
+    thread — the busiest — cost more: 1.5 s vs 1.35 s per GiB), and writing on the
+    loop with only hashing in a thread (same median, loop blocked by disk writes);
+    hashing each batch read back from the page cache in one ``preadv`` + one
+    ``update`` (the hash must then wait for the write: slower).
     """
 
-    def __init__(self, fd: int, digest: Any | None, *, batch: int = 1 << 20,
+    def __init__(self, fd: int, digest: Any | None, position: int, *,
+                 segment: _Segment | None = None, batch: int = _BATCH,
                  threaded: bool = True) -> None:
         self._fd = fd
-        self._threaded = threaded
         self._digest = digest
+        self._position = position  # file offset of the next batch
+        self._segment = segment
         self._batch_limit = batch
-        self._batch: list[_Item] = []
-        self._batched = 0
-        self._inflight: concurrent.futures.Future[None] | None = None
+        self._threaded = threaded
+        self._chunks: list[Chunk] = []
+        self._size = 0
+        self._since = 0.0
+        self._writes = _Lane()
+        self._hashes = _Lane()
 
-    def _run(self, batch: list[_Item]) -> None:
-        for offset, data, segment in batch:
-            _write_all(self._fd, data, offset)
-            if self._digest is not None:
-                self._digest.update(data)
-            if segment is not None and offset is not None:
-                segment.durable = offset + len(data)
+    def add(self, data: Chunk) -> bool:
+        """Queue ``data`` (O(1)); True when the batch is due and :meth:`submit` must run.
 
-    async def write(self, data: bytes | memoryview, offset: int | None = None,
-                    segment: _Segment | None = None) -> None:
-        if not self._threaded:
-            self._run([(offset, data, segment)])
+        A batch is due when full, when it holds ``_MAX_CHUNKS`` chunks, or when its
+        first chunk waited ``_BATCH_AGE`` s (a slow source still gets its bytes onto
+        disk, and resumable, every second or so).
+        """
+        chunks = self._chunks
+        if not chunks:
+            self._since = time.monotonic()
+        chunks.append(data)
+        self._size += len(data)
+        return (self._size >= self._batch_limit or len(chunks) >= _MAX_CHUNKS
+                or time.monotonic() - self._since >= _BATCH_AGE)
+
+    def _take(self) -> tuple[list[Chunk], int]:
+        chunks, position = self._chunks, self._position
+        self._position += self._size
+        self._chunks, self._size = [], 0
+        return chunks, position
+
+    def _write(self, chunks: list[Chunk], position: int) -> None:
+        _pwrite_all(self._fd, chunks, position)
+        if self._segment is not None:
+            # Only bytes on disk go into the sidecar; the lane keeps batches in order.
+            self._segment.durable = position + sum(len(c) for c in chunks)
+
+    async def submit(self) -> None:
+        """Hand the filling batch to the lanes, first waiting for room in them."""
+        if not self._chunks:
             return
-        self._batch.append((offset, data, segment))
-        self._batched += len(data)
-        if self._batched >= self._batch_limit:
-            await self._submit()
-
-    async def _submit(self) -> None:
-        if self._inflight is not None:
-            await asyncio.wrap_future(self._inflight)
-            self._inflight = None
-        if self._batch:
-            batch, self._batch, self._batched = self._batch, [], 0
-            self._inflight = _WRITE_POOL.submit(self._run, batch)
+        digest = self._digest
+        if not self._threaded:
+            chunks, position = self._take()
+            self._write(chunks, position)
+            if digest is not None:
+                _hash_all(digest, chunks)
+            return
+        await self._writes.until(_DEPTH - 1)
+        if digest is not None:
+            await self._hashes.until(_DEPTH - 1)
+        # No await from taking the batch to queueing it: a cancellation leaves the
+        # batch either in self._chunks or in the lanes, and settle() writes both.
+        chunks, position = self._take()
+        self._writes.put(lambda: self._write(chunks, position))
+        if digest is not None:
+            self._hashes.put(lambda: _hash_all(digest, chunks))
 
     async def flush(self) -> None:
-        await self._submit()
-        if self._inflight is not None:
-            await asyncio.wrap_future(self._inflight)
-            self._inflight = None
+        await self.submit()
+        await self._writes.until(0)
+        await self._hashes.until(0)
 
     def settle(self) -> None:
         """Write out everything received, whatever happened (before closing the fd).
 
         Runs on cancellation too: bytes already counted as received reach the disk,
         so the next attempt continues exactly after them. Blocks for at most about
-        two batches of writes.
+        ``_DEPTH`` batches of writes. The digest is not completed: an attempt that
+        did not finish re-hashes its ``.part`` from disk when it resumes.
         """
-        if self._inflight is not None:
-            with contextlib.suppress(Exception):
-                self._inflight.result()
-            self._inflight = None
-        batch, self._batch, self._batched = self._batch, [], 0
-        with contextlib.suppress(OSError):
-            self._run(batch)
+        writes_ok = self._writes.settle()
+        self._hashes.settle()
+        chunks, position = self._take()
+        if chunks and writes_ok:
+            with contextlib.suppress(OSError):
+                self._write(chunks, position)
 
 
 class Engine:
@@ -463,7 +598,7 @@ class Engine:
             digest = hashlib.sha256()
         flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
         fd = os.open(state.part, flags, 0o644)
-        writer = _Writer(fd, digest, threaded=self._threaded_writes)
+        writer = _Writer(fd, digest, offset, threaded=self._threaded_writes)
         loaded, total, cap = offset, state.total, state.max_bytes
         buckets, update = state.buckets, state.sink.update
         too_large = False
@@ -478,9 +613,11 @@ class Engine:
                     break
                 if buckets:
                     await consume_all(buckets, size)
-                await writer.write(chunk)
+                due = writer.add(chunk)
                 loaded += size
-                update(loaded, total)
+                update(loaded, total)  # O(1) by contract: a counter, no I/O
+                if due:
+                    await writer.submit()
             await writer.flush()
         except httpx.TransportError as exc:
             # Keep what arrived: the next attempt resumes after it.
@@ -692,19 +829,22 @@ class Engine:
                 await response.aclose()
                 raise _Restart
         buckets, update, total = state.buckets, state.sink.update, state.total
-        writer = _Writer(fd, None, threaded=self._threaded_writes)
+        writer = _Writer(fd, None, seg.pos, segment=seg, threaded=self._threaded_writes)
         try:
             async for chunk in response.aiter_raw():
-                # The tail of this segment may have been stolen meanwhile.
+                if buckets:
+                    await consume_all(buckets, len(chunk))
+                # The tail of this segment may have been stolen meanwhile; no await
+                # from here until seg.pos moves, so a steal never splits taken bytes.
                 take = min(len(chunk), seg.end - seg.pos)
                 if take <= 0:
                     break
-                if buckets:
-                    await consume_all(buckets, take)
-                await writer.write(memoryview(chunk)[:take], seg.pos, seg)
+                due = writer.add(memoryview(chunk)[:take] if take < len(chunk) else chunk)
                 seg.pos += take
                 state.loaded += take
                 update(state.loaded, total)
+                if due:
+                    await writer.submit()
                 if seg.pos >= seg.end:
                     break
             await writer.flush()

@@ -34,9 +34,10 @@ from bgdownload.config import Settings
 from bgdownload.errors import BlockedDestination
 from bgdownload.safety import address_blocked, literal_host_address
 
-#: asyncio's flow-control high-water mark for a response body: large enough that
-#: the socket is rarely paused, small enough to bound memory per connection
-READ_BUFSIZE = 4 * 1024 * 1024
+#: aiohttp's body buffer per connection (it pauses reading at twice this). The
+#: kernel's socket buffer (autotuned up to net.ipv4.tcp_rmem, 32 MiB here) absorbs
+#: bursts without counting against the process's memory, so this stays small.
+READ_BUFSIZE = 1024 * 1024
 
 
 class GuardedResolver(AbstractResolver):
