@@ -5,6 +5,7 @@ Two locations serve the files of ``root``:
 * ``/files/`` — plain static files with ``sendfile on`` (the fastest source there is);
 * ``/slow/``  — the same files with ``limit_rate 20m`` per connection (a source where
   parallel ranged connections pay off).
+* ``/throttled/`` — the same files at 64 KiB/s per connection (many slow downloads at once).
 
 Usage::
 
@@ -41,6 +42,7 @@ http {{
         listen 127.0.0.1:{port};
         location /files/ {{ alias {root}/; sendfile on; tcp_nopush on; }}
         location /slow/  {{ alias {root}/; sendfile on; limit_rate 20m; }}
+        location /throttled/ {{ alias {root}/; sendfile on; limit_rate 64k; }}
     }}
 }}
 """

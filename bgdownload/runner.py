@@ -64,35 +64,6 @@ class Interrupted(Exception):
         self.action = action
 
 
-class FilesWriter:
-    """Persists a batch job's ``files`` for many chosen names in one write.
-
-    Every file of a batch must have its chosen name stored before its bytes are
-    written (a redelivery resumes that ``.part``), but the names live in one JSON
-    list: writing the whole list once per file costs O(files²). A name chosen
-    while a write is in flight rides on the next write, which carries all of them.
-    """
-
-    def __init__(self, store: Store, job: Job) -> None:
-        self.store = store
-        self.job = job
-        self._lock = asyncio.Lock()
-        self._changes = 0
-        self._stored = 0
-
-    async def persist(self) -> None:
-        """Return once the ``files`` list as it is now is stored."""
-        self._changes += 1
-        mine = self._changes
-        async with self._lock:
-            if self._stored >= mine:
-                return  # a write that began after this change carried it
-            covered = self._changes
-            # update_fields serialises before its first await: it carries ``covered``
-            await self.store.update_fields(self.job.id, files=self.job.files)
-            self._stored = covered
-
-
 @dataclass(eq=False)
 class Tracker:
     """Progress of one file as the engine reports it; read by the ticker (the ProgressSink)."""
@@ -100,7 +71,8 @@ class Tracker:
     runtime: WorkerRuntime
     job: Job
     entry: FileEntry | None = None
-    files_writer: FilesWriter | None = None
+    #: the entry's place in ``job.files`` (batch jobs)
+    index: int = 0
     loaded: int = 0
     total: int | None = None
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
@@ -112,10 +84,7 @@ class Tracker:
     async def name_chosen(self, filename: str, path: str) -> None:
         if self.entry is not None:
             self.entry.filename, self.entry.path = filename, path
-            if self.files_writer is not None:
-                await self.files_writer.persist()
-            else:
-                await self.runtime.store.update_fields(self.job.id, files=self.job.files)
+            await self.runtime.store.name_file(self.job.id, self.index, filename, path)
         else:
             self.job.filename, self.job.path = filename, path
             await self.runtime.store.update_fields(self.job.id, filename=filename, path=path)
@@ -454,11 +423,10 @@ class JobRunner:
     async def _download_batch(self, running: Running) -> None:
         job = running.job
         gate = asyncio.Semaphore(BATCH_PARALLEL)
-        writer = FilesWriter(self.store, job)
 
-        async def one(entry: FileEntry) -> None:
+        async def one(index: int, entry: FileEntry) -> None:
             async with gate:
-                tracker = Tracker(self.runtime, job, entry, writer)
+                tracker = Tracker(self.runtime, job, entry, index)
                 running.trackers.append(tracker)
                 entry.state, entry.error = JobState.ACTIVE, None
                 try:
@@ -473,8 +441,9 @@ class JobRunner:
                 entry.filename, entry.path = result.filename, result.path
                 entry.progress = Progress(result.size, result.size, 0.0)
 
-        pending = [e for e in job.files if e.state is not JobState.COMPLETED]
-        await asyncio.gather(*(one(e) for e in pending))
+        await asyncio.gather(*(
+            one(i, e) for i, e in enumerate(job.files) if e.state is not JobState.COMPLETED
+        ))
         _fill_totals(job)
         failed = [f for f in job.files if f.state is JobState.FAILED]
         changes: dict[str, Any] = {"files": job.files, "progress": job.progress}
