@@ -37,7 +37,7 @@ from bgdownload.errors import (
 from bgdownload.fetch import Engine, FetchResult, FetchSpec
 from bgdownload.limiter import TokenBucket
 from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
-from bgdownload.store import Store
+from bgdownload.store import Store, open_redis
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,7 @@ class WorkerRuntime:
         cls, settings: Settings, requeue: Callable[[str], Awaitable[object]]
     ) -> WorkerRuntime:
         assert settings.redis_url
-        # redis-py's default pool refuses a 101st connection (MaxConnectionsError): with
-        # hundreds of jobs at once, commands must wait for a free connection instead
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=None,
-            decode_responses=True, socket_timeout=None,
-        )
-        redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+        redis = open_redis(settings.redis_url, max_connections=REDIS_CONNECTIONS)
         limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
         runtime = cls(settings, redis, Engine(settings, worker_limiter=limiter), requeue)
         runtime._tasks = [

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bgdownload import keys, safety
 from bgdownload.config import Settings
 from bgdownload.errors import (
@@ -32,7 +30,7 @@ from bgdownload.errors import (
 )
 from bgdownload.hub import EventHub, Subscription
 from bgdownload.models import TERMINAL, Event, FileEntry, Job, JobState
-from bgdownload.store import Store, is_stream_id, stream_id_key
+from bgdownload.store import Store, is_stream_id, open_redis, stream_id_key
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ class Service:
         from bgdownload.local import redis_url
         from bgdownload.worker import download, make_broker
 
-        redis = aioredis.from_url(redis_url(settings), decode_responses=True)
+        redis = open_redis(redis_url(settings))
         broker = make_broker(settings)
         await broker.startup()
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from bgdownload import keys
@@ -122,6 +122,19 @@ end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now))
 return '0'
 """
+
+
+def open_redis(url: str, *, max_connections: int = 50) -> Redis:
+    """A decoding Redis client whose commands wait for a free pooled connection.
+
+    redis-py's default pool refuses a connection past its limit (MaxConnectionsError);
+    hundreds of downloads or streams at once must queue for one instead.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=None,
+        decode_responses=True, socket_timeout=None,
+    )
+    return Redis.from_pool(pool)  # closes the pool with the client
 
 
 def _dumps(data: Any) -> str:

@@ -59,3 +59,12 @@ async def test_concurrent_first_subscribers_both_hear(redis) -> None:
     got = [await asyncio.wait_for(sub.get(), 2) for sub in (a, b)]
     await hub.close()
     assert [e.event for e in got] == ["state", "state"]
+
+
+async def test_hundreds_of_streams_opening_at_once_wait_for_connections(service: Service) -> None:
+    """More streams than pooled connections: they queue for a connection, none fails."""
+    job, _ = await service.create("alice", {"url": "http://127.0.0.1:9/x"})
+    streams = [service.job_events("alice", job.id) for _ in range(200)]
+    firsts = await asyncio.gather(*(s.__anext__() for s in streams))
+    assert len(firsts) == 200 and {e.event for e in firsts} == {"snapshot"}
+    await asyncio.gather(*(s.aclose() for s in streams))
