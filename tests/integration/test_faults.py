@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -195,3 +196,27 @@ async def test_redis_restart_mid_download_does_not_strand_the_job(
             await service.close()
     finally:
         server.stop()
+
+
+async def test_sigkilled_worker_resumes_every_segment_of_a_parallel_download(
+    service: Service, start_worker, source: SourceServer, download_dir: Path
+) -> None:
+    size = 16 * 1024 * 1024  # four 4 MiB segments
+    url = source.url(f"/bytes/{size}?seed=seg&rate=1500000")  # per connection
+    first: WorkerProcess = start_worker()
+    job, _ = await service.create(OWNER, {"url": url, "connections": 4})
+    await _wait_loaded(service, job.id, 4_000_000)
+    await asyncio.sleep(1.5)  # the sidecar records segment progress about once a second
+    first.kill()
+    sidecar = next(download_dir.glob("*.part.json"))
+    segments = json.loads(sidecar.read_text())["segments"]
+    assert len(segments) == 4 and all(durable > start for start, _end, durable in segments)
+    start_worker()
+    done = await wait_for_state(service, OWNER, job.id, {"completed", "failed"}, timeout=90)
+    assert done.state.value == "completed", done.error
+    assert done.sha256 == source.expected_sha256(size, "seg")
+    resumed_at = {
+        int(r.range.split("=")[1].split("-")[0]) for r in source.ranged_requests(f"/bytes/{size}")
+    }
+    # every segment went on from where the sidecar said it was, not from its start
+    assert {durable for _s, _e, durable in segments} <= resumed_at
