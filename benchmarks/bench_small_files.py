@@ -10,7 +10,7 @@
 Each bgdownload figure runs from the first POST until every job is terminal (read
 from the store's state counters), through a real API server and a real worker.
 
-    python -m benchmarks.bench_small_files [--quick] [--runs N]
+    python -m benchmarks.bench_small_files [--quick] [--runs N] [--only batch|separate]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from benchmarks.common import (
     ensure_small_files,
     log,
     markdown_table,
+    proc_cpu,
     spread,
     timed,
 )
@@ -101,7 +102,7 @@ def _empty(directory: Path, expected: int) -> None:
     directory.mkdir()
 
 
-def run(ctx: Context) -> list[Row]:
+def run(ctx: Context, only: str | None = None) -> list[Row]:
     count = 200 if ctx.quick else 1000
     names = ensure_small_files(count, SIZE)
     urls = [f"{ctx.base}/files/{n}" for n in names]
@@ -117,18 +118,28 @@ def run(ctx: Context) -> list[Row]:
         for run_no in range(ctx.runs):
             times["aria2c"].append(timed(aria2c_cmd(out_dir, f"-j{PARALLEL}", "-i", str(listing))))
             _empty(out_dir, count)
-            times["batch"].append(asyncio.run(batch_seconds(api, ctx.stack.redis.url, urls)))
-            _empty(ctx.stack.download_dir, count)
-            times["separate"].append(asyncio.run(separate_seconds(api, ctx.stack.redis.url, urls)))
-            _empty(ctx.stack.download_dir, count)
-            log(f"  small files run {run_no + 1}: aria2c {times['aria2c'][-1]:.2f} s, batch "
-                f"{times['batch'][-1]:.2f} s, separate {times['separate'][-1]:.2f} s")
+            if only in (None, "batch"):
+                times["batch"].append(asyncio.run(batch_seconds(api, ctx.stack.redis.url, urls)))
+                _empty(ctx.stack.download_dir, count)
+            if only in (None, "separate"):
+                cpu = proc_cpu(worker.main_pid())
+                times["separate"].append(
+                    asyncio.run(separate_seconds(api, ctx.stack.redis.url, urls))
+                )
+                cpu = proc_cpu(worker.main_pid()) - cpu
+                log(f"    (worker CPU {cpu * 1000 / count:.2f} ms per separate job)")
+                _empty(ctx.stack.download_dir, count)
+            log(f"  small files run {run_no + 1}: " + ", ".join(
+                f"{key} {values[-1]:.2f} s" for key, values in times.items() if values
+            ))
     finally:
         ctx.stack.stop(worker)
         ctx.stack.stop(server)
     peer = statistics.median(times["aria2c"])
     rows = []
     for key, label in (("batch", "one batch job"), ("separate", f"{count} separate jobs")):
+        if not times[key]:
+            continue
         med = statistics.median(times[key])
         rows.append(Row(
             "3", f"{count} x 16 KiB, {label} via the API vs `aria2c -j16 -i` (s)",
@@ -142,9 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int)
+    parser.add_argument("--only", choices=("batch", "separate"),
+                        help="run one bgdownload variant (aria2c always runs as the peer)")
     args = parser.parse_args()
     with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+        print(markdown_table(run(ctx, args.only)))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ reclaims a dead worker's message only after a read that returned new work,
 prefetches batches that another worker can reclaim and run twice, and lets a
 long task be reclaimed while it still runs. This subclass:
 
-- reads one message at a time, and only while it has a free slot, so
-  concurrency per worker process is bounded by ``slots`` whatever the CLI says;
+- reads only while it has a free slot, and at most as many messages as it has
+  free slots (one ``XREADGROUP`` for all of them), so concurrency per worker
+  process is bounded by ``slots`` whatever the CLI says and nothing is
+  prefetched that another worker could have run;
 - reclaims messages idle for ``idle_timeout`` on a timer, even with an idle queue;
 - keeps its own in-flight messages from ever looking idle (``XCLAIM … JUSTID``
   on a heartbeat), so only a dead worker's messages are taken over;
@@ -107,40 +109,49 @@ class DownloadBroker(RedisStreamBroker):
         async with Redis(connection_pool=self.connection_pool) as conn:
             while True:
                 await self._free.acquire()
+                taken = 1
+                while not self._free.locked():  # the other free slots, without waiting
+                    await self._free.acquire()
+                    taken += 1
                 try:
-                    message = None
+                    messages: list[tuple[str, bytes]] = []
                     if time.monotonic() >= next_reclaim:
-                        message = await self._reclaim_one(conn)
-                        if message is None:
+                        reclaimed = await self._reclaim_one(conn)
+                        if reclaimed is None:
                             next_reclaim = time.monotonic() + reclaim_every
-                    if message is None:
-                        message = await self._read_one(conn)
+                        else:
+                            messages.append(reclaimed)
+                    if not messages:
+                        messages = await self._read(conn, taken)
                 except (RedisError, OSError) as exc:
-                    self._free.release()
+                    for _ in range(taken):
+                        self._free.release()
                     log.warning("queue read failed (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1.0)
                     continue
-                if message is None:
+                for _ in range(taken - len(messages)):
                     self._free.release()
-                    continue
-                message_id, data = message
-                self._in_flight.add(message_id)
-                yield AckableMessage(
-                    data=data, ack=self._ack_generator(id=message_id, queue_name=self.queue_name)
-                )
+                self._in_flight.update(message_id for message_id, _ in messages)
+                for message_id, data in messages:
+                    yield AckableMessage(
+                        data=data,
+                        ack=self._ack_generator(id=message_id, queue_name=self.queue_name),
+                    )
 
-    async def _read_one(self, conn: Any) -> tuple[str, bytes] | None:
+    async def _read(self, conn: Any, count: int) -> list[tuple[str, bytes]]:
+        """Up to ``count`` new messages (one per free slot), blocking while there are none."""
         fetched = await conn.xreadgroup(
             self.consumer_group_name,
             self.consumer_name,
             {self.queue_name: ">"},
             block=self.block,
-            count=1,
+            count=count,
         )
-        for _stream, entries in fetched or []:
-            for message_id, fields in entries:
-                return _text(message_id), fields[b"data"]
-        return None
+        return [
+            (_text(message_id), fields[b"data"])
+            for _stream, entries in fetched or []
+            for message_id, fields in entries
+        ]
 
     async def _reclaim_one(self, conn: Any) -> tuple[str, bytes] | None:
         """Take over one message that a dead worker held for longer than ``idle_timeout``."""

@@ -7,6 +7,10 @@ downloads, each segment's progress. The next call with the same
 ``spec.filename`` resumes with ``Range`` + ``If-Range``, so a source that changed
 in between answers ``200`` and the download starts over instead of splicing two
 versions together. Only a complete, verified file is renamed into place.
+A single-connection download writes its sidecar just before its first batch goes
+to disk (2 MiB or 1 s in) or when the attempt stops early, so a small file that
+arrives whole never gets one; a crash before then restarts it from zero (no
+validator, no resume), which for so few bytes costs nothing.
 
 The engine makes exactly one attempt; retrying transient errors
 (``DownloadError.transient``) is the runner's job.
@@ -44,6 +48,7 @@ from bgdownload.errors import (
 )
 from bgdownload.limiter import TokenBucket, consume_all
 from bgdownload.safety import (
+    PART_SUFFIX,
     check_literal_host,
     choose_filename,
     part_path,
@@ -69,6 +74,9 @@ _MAX_CHUNKS = 512
 _WRITE_PIECE = 256 * 1024
 #: seconds a received chunk waits in memory at most before it is written
 _BATCH_AGE = 1.0
+#: a body no larger than this that arrives within one batch is written and hashed on
+#: the event loop (tens of microseconds) instead of in the pool threads
+_INLINE_BODY = 256 * 1024
 #: batches queued per stage (writing, hashing) before the event loop waits
 _DEPTH = 2
 #: threads that write and hash downloaded bytes (GIL released in both)
@@ -148,16 +156,28 @@ class _State:
     loaded: int = 0
     buckets: tuple[TokenBucket, ...] = ()
     max_bytes: int | None = None
+    #: a sidecar may exist on disk (written by this attempt or an earlier one)
+    sidecar_written: bool = False
+    #: the sidecar describes the response being streamed now (its validator and total)
+    sidecar_fresh: bool = False
+    #: (filename, path) of the ``.part`` and the sidecar: safe_path resolves every
+    #: component (a syscall each), so once per name and, where it can, off the loop
+    known_part: tuple[str, Path] | None = None
+    known_sidecar: tuple[str, Path] | None = None
 
     @property
     def part(self) -> Path:
         assert self.filename is not None
-        return part_path(self.spec.root, self.filename)
+        if self.known_part is None or self.known_part[0] != self.filename:
+            self.known_part = (self.filename, part_path(self.spec.root, self.filename))
+        return self.known_part[1]
 
     @property
     def sidecar(self) -> Path:
         assert self.filename is not None
-        return sidecar_path(self.spec.root, self.filename)
+        if self.known_sidecar is None or self.known_sidecar[0] != self.filename:
+            self.known_sidecar = (self.filename, sidecar_path(self.spec.root, self.filename))
+        return self.known_sidecar[1]
 
     def save_sidecar(self) -> None:
         data: dict[str, Any] = {
@@ -170,6 +190,7 @@ class _State:
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, self.sidecar)
+        self.sidecar_written = self.sidecar_fresh = True
 
     def load_sidecar(self) -> None:
         try:
@@ -275,6 +296,47 @@ def _hash_all(digest: Any, chunks: list[Chunk]) -> None:
         digest.update(chunk)  # releases the GIL for anything over 2 KiB
 
 
+def _reserve(root: Path, wished: str) -> tuple[str, Path]:
+    """A free name for ``wished`` (its ``.part`` created) and that ``.part``'s path."""
+    name = reserve_unique_name(root, wished)
+    return name, part_path(root, name)
+
+
+def _reserve_wished(base: Path, wished: str) -> tuple[str, Path] | None:
+    """:func:`reserve_unique_name`'s common case in a few syscalls: ``wished`` is free.
+
+    ``base`` is the download root already resolved, so no path is resolved again:
+    the name is one sanitized component, the final name must not exist even as a
+    symlink, and ``O_EXCL`` never follows one. None when the name is taken or
+    anything is unusual; then the careful path decides.
+    """
+    name = sanitize_filename(wished)
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        return None
+    final, part = base / name, base / (name + PART_SUFFIX)
+    if os.path.lexists(final):
+        return None
+    try:
+        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+    except OSError:  # taken, or the root vanished: reserve_unique_name copes
+        return None
+    os.close(fd)
+    if os.path.lexists(final):  # renamed into place by another job meanwhile
+        os.unlink(part)
+        return None
+    return name, part
+
+
+def _link_into_place(part: Path, filename: str) -> bool:
+    """:meth:`Engine._rename_into_place`'s common case; False leaves it to that."""
+    try:
+        os.link(part, part.with_name(filename))
+    except OSError:
+        return False
+    os.unlink(part)
+    return True
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -374,6 +436,7 @@ class _Writer:
         self._fd = fd
         self._digest = digest
         self._position = position  # file offset of the next batch
+        self._start = position
         self._segment = segment
         self._batch_limit = batch
         self._threaded = threaded
@@ -432,6 +495,14 @@ class _Writer:
             self._hashes.put(lambda: _hash_all(digest, chunks))
 
     async def flush(self) -> None:
+        if self._position == self._start and self._size <= _INLINE_BODY:
+            # The whole body is this one small batch (a small file): writing and
+            # hashing it here costs less than the two thread hand-offs and loop wake-ups.
+            chunks, position = self._take()
+            self._write(chunks, position)
+            if self._digest is not None:
+                _hash_all(self._digest, chunks)
+            return
         await self.submit()
         await self._writes.until(0)
         await self._hashes.until(0)
@@ -476,6 +547,8 @@ class Engine:
         self._min_segment = min_segment
         self._sidecar_interval = sidecar_interval
         self._threaded_writes = threaded_writes
+        #: download roots as resolved once (see _reserve_wished)
+        self._bases: dict[Path, Path] = {}
         # A custom transport (tests, benchmarks) gets only the per-hop literal-IP check;
         # the connect-time guard lives in GuardedTransport.
         self._client = httpx.AsyncClient(
@@ -513,6 +586,7 @@ class Engine:
             if spec.filename != sanitize_filename(spec.filename, fallback=""):
                 raise InvalidURL(f"unsafe stored file name {spec.filename!r}")
             state.filename = spec.filename
+            state.sidecar_written = True  # an earlier attempt may have left one
             final = safe_path(spec.root, spec.filename)
             if final.exists() and not state.part.exists():
                 # An earlier attempt finished the rename but died before reporting it.
@@ -537,8 +611,11 @@ class Engine:
         if state.filename is not None:
             with open(state.part, "wb"):
                 pass
-            with contextlib.suppress(FileNotFoundError):
-                state.sidecar.unlink()
+            if state.sidecar_written:
+                with contextlib.suppress(FileNotFoundError):
+                    state.sidecar.unlink()
+                state.sidecar_written = False
+        state.sidecar_fresh = False
 
     async def _single(self, state: _State) -> FetchResult:
         spec = state.spec
@@ -584,7 +661,8 @@ class Engine:
                     and response.headers.get("accept-ranges", "").lower() == "bytes"
                     and state.validator and total >= 2 * self._min_segment):
                 return await self._start_segments(state, response, total)
-            state.save_sidecar()
+            if offset:
+                state.save_sidecar()  # the resumed total may be new; rare, so at once
             return await self._stream_single(state, response, offset)
         finally:
             await response.aclose()
@@ -601,7 +679,7 @@ class Engine:
         writer = _Writer(fd, digest, offset, threaded=self._threaded_writes)
         loaded, total, cap = offset, state.total, state.max_bytes
         buckets, update = state.buckets, state.sink.update
-        too_large = False
+        too_large = finished = False
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             os.ftruncate(fd, offset)
@@ -617,8 +695,13 @@ class Engine:
                 loaded += size
                 update(loaded, total)  # O(1) by contract: a counter, no I/O
                 if due:
+                    if not state.sidecar_fresh:
+                        # Before the first batch reaches the disk: a body that arrives
+                        # whole within one batch (small files) never needs a sidecar.
+                        state.save_sidecar()
                     await writer.submit()
             await writer.flush()
+            finished = not too_large and (total is None or loaded == total)
         except httpx.TransportError as exc:
             # Keep what arrived: the next attempt resumes after it.
             with contextlib.suppress(Exception):
@@ -627,6 +710,12 @@ class Engine:
         finally:
             writer.settle()
             os.close(fd)
+            if not finished and not too_large and not state.sidecar_fresh and loaded:
+                # Dropped, cut short or cancelled (pause, shutdown) before any batch was
+                # due: what arrived is on disk now, so record how to resume it. Only a
+                # crash before the first batch loses the resume of a small body.
+                with contextlib.suppress(OSError):
+                    state.save_sidecar()
         if too_large:
             self.discard(spec.root, state.filename or "")
             raise TooLarge(f"the body passed the cap of {cap} bytes")
@@ -671,7 +760,15 @@ class Engine:
         wished = choose_filename(spec.wished_filename,
                                  response.headers.get("content-disposition"),
                                  str(response.url))
-        state.filename = await asyncio.to_thread(reserve_unique_name, spec.root, wished)
+        # Small local file-system calls, done on the loop when the root is known: a
+        # thread hand-off costs more than they do, and small files pay it per file.
+        base = self._bases.get(spec.root)
+        reserved = _reserve_wished(base, wished) if base is not None else None
+        if reserved is None:
+            reserved = await asyncio.to_thread(_reserve, spec.root, wished)
+            self._bases[spec.root] = reserved[1].parent
+        state.filename, part = reserved
+        state.known_part = (state.filename, part)
         await state.sink.name_chosen(state.filename, state.filename)
 
     # ------------------------------------------------------------------ finishing
@@ -685,10 +782,14 @@ class Engine:
             raise ChecksumMismatch(
                 f"sha256 of the download is {sha}, expected {spec.expected_sha256}"
             )
-        final_name = await asyncio.to_thread(self._rename_into_place, state.spec.root,
-                                             state.filename)
-        with contextlib.suppress(FileNotFoundError):
-            state.sidecar.unlink()
+        if _link_into_place(state.part, state.filename):
+            final_name = state.filename
+        else:
+            final_name = await asyncio.to_thread(self._rename_into_place, state.spec.root,
+                                                 state.filename)
+        if state.sidecar_written:
+            with contextlib.suppress(FileNotFoundError):
+                state.sidecar.unlink()
         return FetchResult(filename=final_name, path=final_name, sha256=sha, size=size)
 
     @staticmethod

@@ -178,12 +178,16 @@ class WorkerRuntime:
         outage = 0
         while True:
             try:
-                job_id = await self.store.claim_next(task_id)
-                if job_id is None:
+                token = uuid.uuid4().hex
+                # pick the job, take its lease, read it and its control: one round trip
+                claimed = await self.store.claim_and_lease(task_id, token, LEASE_TTL)
+                if claimed is None:
                     log.debug("message %s (for %s) found nothing waiting", task_id, hint)
                     return
-                await JobRunner(self, job_id).run()
-                await self.store.release_run(task_id)
+                job_id, taken, job, action = claimed
+                await JobRunner(self, job_id).run(
+                    token=token, first=(taken, job, action), task_id=task_id
+                )
                 return
             except (RedisError, OSError) as exc:
                 # Returning would acknowledge the message and strand the job: keep the
@@ -263,6 +267,10 @@ class WorkerRuntime:
                 log.warning("progress tick failed: %s", exc)
 
     async def publish_progress(self, *, force: Running | None = None) -> None:
+        await self.store.publish_progress(self.progress_due(force=force))
+
+    def progress_due(self, *, force: Running | None = None) -> list[tuple[Job, int]]:
+        """The progress writes due now (all of ``force``'s), marked as published."""
         now = time.monotonic()
         batch: list[tuple[Job, int]] = []
         for running in [force] if force else list(self.running.values()):
@@ -276,7 +284,7 @@ class WorkerRuntime:
             batch.append((running.job, loaded - running.reported))
             running.reported = loaded
             running.last_publish = now
-        await self.store.publish_progress(batch)
+        return batch
 
 
 def _fill_progress(running: Running, now: float) -> int:
@@ -308,15 +316,33 @@ class JobRunner:
         self.settings = runtime.settings
         self.job_id = job_id
 
-    async def run(self) -> None:
-        token = uuid.uuid4().hex
-        # the common case in one round trip: lease free, job and pending control read
-        taken, job, action = await self.store.lease_and_read(self.job_id, token, LEASE_TTL)
+    async def run(
+        self,
+        *,
+        token: str | None = None,
+        first: tuple[bool, Job | None, str | None] | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        """Run the job until it rests.
+
+        ``first`` is what :meth:`Store.claim_and_lease` already did with ``token``
+        (lease taken?, the job, its pending control); without it the lease is taken
+        here. With ``task_id`` the message's run key is released with the lease once
+        the job rests, so the next delivery of that message picks nothing.
+        """
+        token = token or uuid.uuid4().hex
+        if first is None:
+            # the common case in one round trip: lease free, job and pending control read
+            first = await self.store.lease_and_read(self.job_id, token, LEASE_TTL)
+        taken, job, action = first
         if not taken:
             if job is None or job.state in RESTING or not await self._acquire_lease(token):
+                if task_id is not None:
+                    await self.store.release_run(task_id)
                 return
             job, action = None, None
         running = Running(Job(id=self.job_id, owner="", url=None), token)
+        escaped = False
         try:
             if job is None:
                 job = await self.store.get(self.job_id)
@@ -337,10 +363,18 @@ class JobRunner:
             log.info("job %s changed under us: %s", self.job_id, exc)
         except KeyError:
             log.info("job %s was deleted while it ran", self.job_id)
+        except BaseException:
+            escaped = True  # Redis gone, worker stopping: the message keeps its job
+            raise
         finally:
             self.runtime.running.pop(self.job_id, None)
-            with contextlib.suppress(RedisError, OSError):
-                await self.store.release_lease(self.job_id, token)
+            if task_id is not None and not escaped:
+                # The message is done with: its run key goes with the lease. A Redis
+                # error here is the caller's to retry, as for any step of the message.
+                await self.store.release_lease_and_run(self.job_id, token, task_id)
+            else:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.store.release_lease(self.job_id, token)
 
     async def _acquire_lease(self, token: str) -> bool:
         """Take the job's lease; while another worker holds it, stand by.
@@ -407,9 +441,10 @@ class JobRunner:
         tracker = Tracker(self.runtime, job)
         running.trackers = [tracker]
         result = await self.runtime.engine.fetch(self._spec(job.url or "", job, None), tracker)
-        await self.runtime.publish_progress(force=running)
+        # the last progress (bytes counter, final event) goes in the transition's round trip
         running.job, _ = await self.store.transition(
             job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE}, current=running.job,
+            progress_first=self.runtime.progress_due(force=running),
             filename=result.filename, path=result.path, sha256=result.sha256,
             progress=Progress(result.size, result.size, 0.0), error=None,
         )

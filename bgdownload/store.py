@@ -21,7 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from bgdownload import keys
-from bgdownload.errors import IllegalTransition
+from bgdownload.errors import IllegalTransition, RateLimited
 from bgdownload.models import Event, Job, JobState, check_transition, utcnow
 
 #: fields a transition does not write unless it changes progress on purpose:
@@ -56,22 +56,41 @@ return {1, id}
 """
 
 _CREATE = """
--- KEYS: job hash, job stream, owner stream, owner index, queue, stats hash, idempotency key
+-- One round trip per create: idempotency, the owner's rate budget (GCRA, as _RATE),
+-- the job and its first event, and the task queue message, so a job is never stored
+-- without its message nor a message sent for a job that was not stored.
+-- KEYS: job hash, job stream, owner stream, owner index, queue, stats hash,
+--       idempotency key ('' = none), rate key ('' = no limit), task stream ('' = none)
 -- ARGV: job id, created ms, queue score, event data, job maxlen, owner maxlen,
---       idempotency ttl, field, value, ...
+--       idempotency ttl, now ms, rate interval ms, rate period ms, task message,
+--       JSON array [field, value, ...] of the job hash (one argument, not 48: cheaper
+--       for the client to pack)
+-- Returns {1, event id} when created, {0, existing job id} for a known idempotency
+-- key, {2, ms to wait} when the rate budget is spent.
 if KEYS[7] ~= '' then
   local existing = redis.call('GET', KEYS[7])
   if existing and redis.call('EXISTS', 'bgd:job:' .. existing) == 1 then
     return {0, existing}
   end
-  redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[7])
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if KEYS[8] ~= '' then
+  local now = tonumber(ARGV[8])
+  local tat = tonumber(redis.call('GET', KEYS[8]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + tonumber(ARGV[9])
+  if new_tat - now > tonumber(ARGV[10]) then
+    return {2, tostring(new_tat - now - tonumber(ARGV[10]))}
+  end
+  redis.call('SET', KEYS[8], tostring(new_tat), 'PX', math.ceil(new_tat - now))
+end
+if KEYS[7] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[7]) end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[12])))
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[6], 'waiting', 1)
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'event', 'state', 'data', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id, 'event', 'state', 'data', ARGV[4])
+if KEYS[9] ~= '' then redis.call('XADD', KEYS[9], '*', 'data', ARGV[11]) end
 return {1, id}
 """
 
@@ -96,6 +115,23 @@ local best = redis.call('ZPOPMIN', KEYS[2])
 if #best == 0 then return false end
 redis.call('SET', KEYS[1], best[1], 'EX', ARGV[1])
 return best[1]
+"""
+
+_CLAIM_AND_LEASE = """
+-- _CLAIM, then take the picked job's lease and read the job and its pending control.
+-- The job's keys follow from its id, unknown before the pop: built from the prefixes.
+-- KEYS: run key, queue zset.  ARGV: run ttl s, lease token, lease ttl ms,
+--       job key prefix, lease key prefix, control key prefix
+local picked = redis.call('GET', KEYS[1])
+if not picked then
+  local best = redis.call('ZPOPMIN', KEYS[2])
+  if #best == 0 then return false end
+  picked = best[1]
+  redis.call('SET', KEYS[1], picked, 'EX', ARGV[1])
+end
+local taken = redis.call('SET', ARGV[5] .. picked, ARGV[2], 'NX', 'PX', ARGV[3]) and 1 or 0
+local control = redis.call('GET', ARGV[6] .. picked) or ''
+return {picked, taken, control, redis.call('HGETALL', ARGV[4] .. picked)}
 """
 
 _LEASE_RENEW = """
@@ -212,18 +248,36 @@ class Store:
         self._create = redis.register_script(_CREATE)
         self._progress = redis.register_script(_PROGRESS)
         self._claim = redis.register_script(_CLAIM)
+        self._claim_and_lease = redis.register_script(_CLAIM_AND_LEASE)
         self._lease_renew = redis.register_script(_LEASE_RENEW)
         self._lease_release = redis.register_script(_LEASE_RELEASE)
         self._rate = redis.register_script(_RATE)
 
     # -- jobs -------------------------------------------------------------------------
 
-    async def create(self, job: Job, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Store a new waiting job and queue it; with a known idempotency key return the first."""
+    async def create(
+        self,
+        job: Job,
+        *,
+        idempotency_key: str | None = None,
+        rate: tuple[int, float] | None = None,
+        task: tuple[str, bytes] | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new waiting job and queue it; with a known idempotency key return the first.
+
+        ``rate`` (count, period s) takes one creation from the owner's budget first
+        (as :meth:`take_rate`) and raises :class:`RateLimited` when it is spent; an
+        idempotent replay takes nothing. ``task`` (stream, message) is XADDed to the
+        task stream in the same script, so the job and its queue message are stored
+        together or not at all.
+        """
         if job.state is not JobState.WAITING:
             raise IllegalTransition("a new job starts waiting")
         created_ms = int(job.created_at.timestamp() * 1000)
-        flat = job.to_storage()
+        interval_ms = period_ms = 0.0
+        if rate is not None:
+            count, period = rate
+            interval_ms, period_ms = period * 1000 / count, period * 1000
         args: list[Any] = [
             job.id,
             created_ms,
@@ -232,11 +286,17 @@ class Store:
             self.job_stream_maxlen,
             self.owner_stream_maxlen,
             86400,
+            int(time.time() * 1000),
+            interval_ms,
+            period_ms,
+            task[1] if task is not None else "",
+            json.dumps(
+                [part for item in job.to_storage().items() for part in item],
+                ensure_ascii=False, separators=(",", ":"),
+            ),
         ]
-        for name, value in flat.items():
-            args += [name, value]
         idem = keys.idempotency(job.owner, idempotency_key) if idempotency_key else ""
-        created, value = await self._create(
+        status, value = await self._create(
             keys=[
                 keys.job(job.id),
                 keys.job_events(job.id),
@@ -245,14 +305,23 @@ class Store:
                 keys.QUEUE,
                 keys.STATS_STATES,
                 idem,
+                keys.rate(job.owner) if rate is not None else "",
+                task[0] if task is not None else "",
             ],
             args=args,
         )
-        if int(created):
+        status = int(status)
+        if status == 1:
             return job, True
+        if status == 2:
+            count, period = rate or (0, 0.0)
+            raise RateLimited(
+                f"too many downloads created; limit is {count} per {period:g} s",
+                retry_after=float(value) / 1000,
+            )
         existing = await self.get(str(value))
         if existing is None:  # expired between the script and this read: treat as new
-            return await self.create(job)
+            return await self.create(job, rate=rate, task=task)
         return existing, False
 
     async def get(self, job_id: str) -> Job | None:
@@ -301,6 +370,7 @@ class Store:
         allowed_from: Iterable[JobState] | None = None,
         queue: bool = True,
         current: Job | None = None,
+        progress_first: Sequence[tuple[Job, int]] = (),
         **changes: Any,
     ) -> tuple[Job, str]:
         """Move a job to ``new_state`` atomically with its ``state`` event.
@@ -314,6 +384,9 @@ class Store:
         ``current`` is the job as its only writer (the worker holding its lease) last
         stored it; it saves the read. The script still checks the state, so a stale
         ``current`` costs one retry with a fresh read, never a lost change.
+
+        ``progress_first`` is written as :meth:`publish_progress` would, just before
+        the transition and in the same round trip.
         """
         allowed = set(allowed_from) if allowed_from is not None else None
         known = _copy_job(current) if current is not None else None
@@ -360,16 +433,21 @@ class Store:
             ]
             for name, value in written.items():
                 args += [name, value]
-            ok, value = await self._transition(
-                keys=[
-                    keys.job(job_id),
-                    keys.job_events(job_id),
-                    keys.owner_events(job.owner),
-                    keys.QUEUE,
-                    keys.STATS_STATES,
-                ],
-                args=args,
-            )
+            transition_keys = [
+                keys.job(job_id),
+                keys.job_events(job_id),
+                keys.owner_events(job.owner),
+                keys.QUEUE,
+                keys.STATS_STATES,
+            ]
+            if progress_first:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    await self._queue_progress(pipe, progress_first)
+                    await self._transition(keys=transition_keys, args=args, client=pipe)
+                    ok, value = (await pipe.execute())[-1]
+                progress_first = ()
+            else:
+                ok, value = await self._transition(keys=transition_keys, args=args)
             if int(ok):
                 return job, str(value)
             if value == "":
@@ -385,29 +463,33 @@ class Store:
         if not jobs:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for job, delta in jobs:
-                files = _dumps([f.to_storage() for f in job.files]) if job.files else ""
-                await self._progress(
-                    keys=[
-                        keys.job(job.id),
-                        keys.job_events(job.id),
-                        keys.owner_events(job.owner),
-                        keys.STATS_BYTES,
-                    ],
-                    args=[
-                        job.progress.loaded,
-                        _dumps(job.progress.total),
-                        repr(float(job.progress.speed)),
-                        files,
-                        _dumps(job.progress_event_data()),
-                        self.job_stream_maxlen,
-                        self.owner_stream_maxlen,
-                        max(0, delta),
-                    ],
-                    client=pipe,
-                )
+            await self._queue_progress(pipe, jobs)
             results = await pipe.execute()
         return [str(r) if r else None for r in results]
+
+    async def _queue_progress(self, pipe: Any, jobs: Sequence[tuple[Job, int]]) -> None:
+        """Queue the progress scripts of ``jobs`` on ``pipe``."""
+        for job, delta in jobs:
+            files = _dumps([f.to_storage() for f in job.files]) if job.files else ""
+            await self._progress(
+                keys=[
+                    keys.job(job.id),
+                    keys.job_events(job.id),
+                    keys.owner_events(job.owner),
+                    keys.STATS_BYTES,
+                ],
+                args=[
+                    job.progress.loaded,
+                    _dumps(job.progress.total),
+                    repr(float(job.progress.speed)),
+                    files,
+                    _dumps(job.progress_event_data()),
+                    self.job_stream_maxlen,
+                    self.owner_stream_maxlen,
+                    max(0, delta),
+                ],
+                client=pipe,
+            )
 
     async def delete(self, job: Job) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -500,6 +582,32 @@ class Store:
             keys=[keys.run(task_id), keys.QUEUE], args=[int(self.retention) + 86400]
         )
         return str(picked) if picked else None
+
+    async def claim_and_lease(
+        self, task_id: str, token: str, ttl: float
+    ) -> tuple[str, bool, Job | None, str | None] | None:
+        """:meth:`claim_next` and :meth:`lease_and_read` of the picked job in one round trip.
+
+        None when nothing is waiting; else the job id, whether the lease was taken,
+        the job (None if it is gone) and its pending control request.
+        """
+        found = await self._claim_and_lease(
+            keys=[keys.run(task_id), keys.QUEUE],
+            args=[int(self.retention) + 86400, token, int(ttl * 1000),
+                  keys.job(""), keys.lease(""), keys.control("")],
+        )
+        if not found:
+            return None
+        picked, taken, control, flat = found
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return str(picked), bool(int(taken)), _load_job(raw) if raw else None, control or None
+
+    async def release_lease_and_run(self, job_id: str, token: str, task_id: str) -> None:
+        """:meth:`release_lease` and :meth:`release_run` in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._lease_release(keys=[keys.lease(job_id)], args=[token], client=pipe)
+            pipe.delete(keys.run(task_id))
+            await pipe.execute()
 
     async def release_run(self, task_id: str) -> None:
         await self.redis.delete(keys.run(task_id))
