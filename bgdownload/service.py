@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskiq import TaskiqMiddleware
+
 from bgdownload import keys, safety
 from bgdownload.config import Settings
 from bgdownload.errors import (
@@ -26,7 +28,6 @@ from bgdownload.errors import (
     InvalidRequest,
     InvalidState,
     NotFound,
-    RateLimited,
 )
 from bgdownload.hub import EventHub, Subscription
 from bgdownload.models import TERMINAL, Event, FileEntry, Job, JobState
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: puts a job id on the work queue under the given message id
 Enqueue = Callable[[str, str], Awaitable[object]]
+#: the queue message for a job id under the given message id, as the broker would send it
+QueueMessage = Callable[[str, str], bytes]
 
 METADATA_LIMIT = 16 * 1024
 MAX_BATCH_FILES = 10_000
@@ -67,10 +70,14 @@ class Service:
         *,
         hub: EventHub | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        queue_message: tuple[str, QueueMessage] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self._enqueue = enqueue
+        # (task stream, message builder): create writes the message in its own script
+        # instead of a separate kick, so it costs one round trip and stays atomic
+        self._queue_message = queue_message
         self.hub = hub or EventHub(store.redis)
         self._on_close = on_close
 
@@ -87,6 +94,19 @@ class Service:
         async def enqueue(job_id: str, message_id: str) -> None:
             await download.kicker().with_broker(broker).with_task_id(message_id).kiq(job_id)
 
+        def queue_message(job_id: str, message_id: str) -> bytes:
+            # what kiq() hands to broker.kick(); kick() itself is one plain XADD
+            kicker = download.kicker().with_broker(broker).with_task_id(message_id)
+            return broker.formatter.dumps(kicker._prepare_message(job_id)).message
+
+        inline: tuple[str, QueueMessage] | None = (broker.queue_name, queue_message)
+        if broker.maxlen is not None or any(
+            type(m).pre_send is not TaskiqMiddleware.pre_send
+            or type(m).post_send is not TaskiqMiddleware.post_send
+            for m in broker.middlewares
+        ):
+            inline = None  # kiq() would do more than the XADD: let it
+
         store = Store(redis, retention=settings.retention)
         hub = EventHub(redis)
 
@@ -95,7 +115,7 @@ class Service:
             await broker.shutdown()
             await redis.aclose()
 
-        return cls(store, settings, enqueue, hub=hub, on_close=close)
+        return cls(store, settings, enqueue, hub=hub, on_close=close, queue_message=inline)
 
     async def close(self) -> None:
         await self.hub.close()
@@ -119,10 +139,15 @@ class Service:
             if existing_id and (existing := await self.store.get(existing_id)) is not None:
                 return existing, False
         job = await self._build_job(owner, data)
-        await self._take_rate(owner)
         message_id = job.queue_id = uuid.uuid4().hex
-        job, created = await self.store.create(job, idempotency_key=idempotency_key)
-        if created:
+        task = None
+        if self._queue_message is not None:
+            stream, build = self._queue_message
+            task = (stream, build(job.id, message_id))
+        job, created = await self.store.create(
+            job, idempotency_key=idempotency_key, rate=self.settings.rate_limit, task=task
+        )
+        if created and task is None:
             await self._enqueue(job.id, message_id)
         return job, created
 
@@ -141,15 +166,6 @@ class Service:
             files.append({"url": template.replace("{file_id}", str(file_id))})
         job, _ = await self.create(owner, {"files": files})
         return job
-
-    async def _take_rate(self, owner: str) -> None:
-        count, period = self.settings.rate_limit
-        wait = await self.store.take_rate(owner, count, period)
-        if wait > 0:
-            raise RateLimited(
-                f"too many downloads created; limit is {count} per {period:g} s",
-                retry_after=wait,
-            )
 
     async def _build_job(self, owner: str, data: Mapping[str, Any]) -> Job:
         if not isinstance(data, Mapping):
@@ -205,8 +221,11 @@ class Service:
     async def _check_url(self, url: str) -> str:
         """Refuse bad URLs and blocked destinations up front (the worker checks again)."""
         url = safety.validate_url(url)
-        safety.check_literal_host(url, self.settings)
         host, port = safety.url_host_port(url)
+        literal = safety.literal_host_address(host)
+        if literal is not None:  # an IP literal needs no resolver: check it as is
+            safety.check_address(literal, self.settings, host=host)
+            return url
         # A name that does not resolve now is the worker's to report (network_error).
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(safety.resolve_and_check(host, port, self.settings), 5.0)

@@ -254,3 +254,21 @@ async def test_queue_message_id_is_kept_and_owner_position_prevents_gaps(
 
 async def _collect(events) -> list:  # type: ignore[no-untyped-def]
     return [e async for e in events]
+
+
+async def test_a_refused_create_leaves_no_job_and_no_queue_message(
+    stack_settings: Settings, source: SourceServer, redis
+) -> None:
+    from bgdownload import keys
+
+    svc = await Service.connect(stack_settings.replace(rate_limit=(1, 60.0)))
+    try:
+        job, _ = await svc.create(OWNER, {"url": source.url("/bytes/1")})
+        assert await redis.xlen(keys.TASK_STREAM) == 1
+        with pytest.raises(RateLimited):
+            await svc.create(OWNER, {"url": source.url("/bytes/2")})
+        assert await redis.xlen(keys.TASK_STREAM) == 1
+        assert [j.id for j in (await svc.list(OWNER))[0]] == [job.id]
+        assert await redis.zcard(keys.QUEUE) == 1
+    finally:
+        await svc.close()
