@@ -85,7 +85,12 @@ if KEYS[8] ~= '' then
 end
 if KEYS[7] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[7]) end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[12])))
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+-- owner index score: creation time in ms * 1000, bumped past the newest entry so jobs
+-- created in the same millisecond still list in creation order
+local order = tonumber(ARGV[2]) * 1000
+local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) >= order then order = tonumber(newest[2]) + 1 end
+redis.call('ZADD', KEYS[4], string.format('%.0f', order), ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[6], 'waiting', 1)
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'event', 'state', 'data', ARGV[4])
@@ -510,7 +515,7 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """The owner's jobs newest first; ``cursor`` is ``"<created ms>:<id>"`` of the last seen."""
+        """The owner's jobs newest first; ``cursor`` is ``"<order>:<id>"`` of the last one seen."""
         index = keys.owner_jobs(owner)
         max_score = "+inf"
         after: tuple[float, str] | None = None

@@ -148,3 +148,17 @@ async def test_secret_fields_are_stored_but_never_public(redis) -> None:
     assert stored is not None and stored.headers == {"Cookie": "s=1"}
     events = await store.job_events_after(job.id, "0-0")
     assert "Cookie" not in repr(events) and "headers" not in stored.to_public()
+
+
+async def test_jobs_created_in_one_millisecond_list_in_creation_order(redis) -> None:
+    store = Store(redis)
+    same_moment = new_job().created_at
+    made = []
+    for _ in range(5):
+        job, _ = await store.create(new_job(created_at=same_moment))
+        made.append(job.id)
+    page, _ = await store.list_jobs("alice")
+    assert [j.id for j in page] == list(reversed(made))
+    first, cursor = await store.list_jobs("alice", limit=2)
+    rest, _ = await store.list_jobs("alice", limit=10, cursor=cursor)
+    assert [j.id for j in first + rest] == list(reversed(made))
