@@ -84,18 +84,27 @@ def ceilings(ctx: Context) -> list[Row]:
 #: what the measurements showed behind a missed target (profiles with py-spy of the
 #: worker and server processes during the benchmark; see the report in the lead's notes)
 WHY_MISSED = {
-    "1": "the engine hashes SHA-256 while streaming (about 0.6 s per GiB on one core here) "
-         "and curl does not; the engine alone is 1.4x curl in bench_single.py, so the "
-         "worker, queue and Redis add little on top",
-    "3": "per separate job the worker spends ~40 % in Engine.fetch (sidecar JSON written per "
-         "file, path resolution, httpx layers) and ~20 % in taskiq's receiver; Redis round "
-         "trips per job went from 14 to 11",
-    "4": "the engine's per-download buffers (fetch.py, in flux during this run) — 175 MiB "
+    "1": "the engine alone is 1.13-1.28x curl in bench_single.py (same machine, same hour): "
+         "it hashes SHA-256 while streaming (about 0.6 s of CPU per GiB) and curl does not; "
+         "receiving, writing and hashing run on three threads that still contend for "
+         "Python's GIL, so only about one of the two cores is busy on average "
+         "(benchmarks/README.md, 'where the time went'); runs on this shared VM vary by "
+         "up to 30 % (see min-max)",
+    "3": "per separate job the worker now needs ~3.7 ms CPU (was 6.2 ms: one-trip claim, "
+         "lease and read, no sidecar for small files, batched XREADGROUP); the rest is the "
+         "per-job fixed cost of a queued job - its own queue message, taskiq's receiver, "
+         "~6 Redis round trips, events - that aria2c, one process with one list, never pays; "
+         "a batch job (row above) is the way to fetch many small files",
+    "4": "the engine's per-download buffers (fetch.py, in flux during this run) - 175 MiB "
          "with the version before and after",
     "5": "the 2 % difference is below this shared machine's run-to-run noise (see min-max): "
-         "3 runs cannot resolve it; the ticker itself is one pipelined Redis call per 0.5 s",
-    "8": "the server spends ~1.1-1.5 ms CPU per create (Quart/Hypercorn request handling, "
-         "three Redis round trips: rate limit, create script, taskiq kick) on one core",
+         "a handful of runs cannot resolve it; the ticker itself is one pipelined Redis call "
+         "per 0.5 s for all jobs",
+    "7": "p99 is set by the slowest of 1,000 clients on a 2-core machine that also runs the "
+         "load generator, the worker and Redis; p50 stays ~60 ms and the server uses ~15 % "
+         "of a core, so the tail is scheduling of the client processes, not the fan-out",
+    "8": "the server spends ~0.7 ms CPU per create, most of it in Quart/Hypercorn request "
+         "handling; our own create path is one Redis round trip (~0.25 ms)",
 }
 
 
