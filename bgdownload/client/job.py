@@ -196,6 +196,9 @@ class AsyncJob(_Fields):
         finally:
             if bar is not None:
                 bar.close(self._info)
+            # as Job.wait: let the widgets draw the outcome before this returns
+            for widget in self._widgets:
+                await widget.settled(_SETTLE_TIMEOUT)
         return self
 
     async def _follow(

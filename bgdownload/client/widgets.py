@@ -121,6 +121,11 @@ class JobWidget:
         if self._future is not None:
             concurrent.futures.wait([self._future], timeout)
 
+    async def settled(self, timeout: float) -> None:  # noqa: ASYNC109 - as settle()
+        """:meth:`settle` for async code: wait without blocking the running loop."""
+        if self._future is not None:
+            await asyncio.wait([asyncio.wrap_future(self._future)], timeout=timeout)
+
     async def _follow(self) -> None:
         try:
             async for _ in self.job.events():

@@ -49,7 +49,7 @@ ASYNC_DISPLAY = r'''
 aclient = AsyncClient("http://api.test", journal=False, transport=httpx.MockTransport(route))
 aj = await aclient.get(ID)
 display(aj)
-await asyncio.sleep(2)  # the widget's task runs on the kernel's loop meanwhile
+await aj.wait()  # the widget's task runs on the kernel's loop meanwhile
 print("ASYNC", aj.state.value)
 '''
 
