@@ -210,10 +210,14 @@ class WorkerRuntime:
             await asyncio.sleep(LEASE_TTL / 3)
             try:
                 await self._beat()
-                for running in list(self.running.values()):
-                    if not await self.store.renew_lease(running.job.id, running.token, LEASE_TTL):
-                        log.warning("lost the lease of %s; stopping it", running.job.id)
-                        self.interrupt(running.job.id, "lost")
+                running = list(self.running.values())
+                renewed = await self.store.renew_leases(
+                    [(r.job.id, r.token) for r in running], LEASE_TTL
+                )
+                for job, still_ours in zip(running, renewed, strict=True):
+                    if not still_ours:
+                        log.warning("lost the lease of %s; stopping it", job.job.id)
+                        self.interrupt(job.job.id, "lost")
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 

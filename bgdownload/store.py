@@ -644,6 +644,18 @@ class Store:
             await self._lease_renew(keys=[keys.lease(job_id)], args=[token, int(ttl * 1000)])
         )
 
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl: float) -> list[bool]:
+        """Renew many ``(job id, token)`` leases in one round trip; which are still ours."""
+        if not leases:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, token in leases:
+                await self._lease_renew(
+                    keys=[keys.lease(job_id)], args=[token, int(ttl * 1000)], client=pipe
+                )
+            results = await pipe.execute()
+        return [bool(r) for r in results]
+
     async def release_lease(self, job_id: str, token: str) -> None:
         await self._lease_release(keys=[keys.lease(job_id)], args=[token])
 

@@ -162,3 +162,14 @@ async def test_jobs_created_in_one_millisecond_list_in_creation_order(redis) -> 
     first, cursor = await store.list_jobs("alice", limit=2)
     rest, _ = await store.list_jobs("alice", limit=10, cursor=cursor)
     assert [j.id for j in first + rest] == list(reversed(made))
+
+
+async def test_leases_renew_in_one_batch(redis) -> None:
+    store = Store(redis)
+    assert await store.acquire_lease("a", "ta", 5)
+    assert await store.acquire_lease("b", "tb", 5)
+    assert await store.renew_leases([("a", "ta"), ("b", "wrong"), ("c", "tc")], 9) == [
+        True, False, False,
+    ]
+    assert 5000 < await redis.pttl("bgd:lease:a") <= 9000
+    assert await store.renew_leases([], 9) == []
