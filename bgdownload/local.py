@@ -26,6 +26,9 @@ Choices worth knowing:
 - A pid is trusted only together with its start time (``/proc``) and boot id,
   so a stale runtime file after a reboot, or a recycled pid, is never taken
   for a live process, and ``down`` never signals a stranger.
+
+The generic half of those last two points (launching, liveness, signalling,
+log rotation) lives in :mod:`bgdownload.procs`; this module decides what runs.
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ import fcntl
 import ipaddress
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -50,26 +51,19 @@ import httpx
 import bgdownload
 from bgdownload.config import Settings
 from bgdownload.errors import BgdownloadError, ConfigError
+
+# The ``x as x`` names are re-exported: callers and tests use them as ``local.x``.
+from bgdownload.procs import STOP_GRACE as STOP_GRACE
+from bgdownload.procs import boot_id, open_log, owned_group, spawn_detached
+from bgdownload.procs import last_log_line as last_log_line
+from bgdownload.procs import pid_alive as pid_alive
+from bgdownload.procs import stop_processes as stop_processes
 from bgdownload.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
 
 #: start order; ``down`` stops in reverse so the worker can still write to Redis
 COMPONENTS = ("redis", "worker", "server")
 
 START_TIMEOUT = 60.0  # seconds for the whole stack to answer /healthz
-STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
-_LOG_ROTATE_BYTES = 10 * 1024 * 1024
-
-# Runs in a throwaway interpreter: starts the real process in a new session and
-# exits at once, so the real process is reparented to init instead of being the
-# caller's child (no zombie in a long-lived kernel, no Popen bookkeeping there).
-_LAUNCHER = """\
-import subprocess, sys, json
-argv, log, cwd = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-with open(log, "ab", buffering=0) as out:
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         cwd=cwd, start_new_session=True)
-print(p.pid)
-"""
 
 
 # --------------------------------------------------------------------------- paths
@@ -85,106 +79,6 @@ def log_path(settings: Settings, name: str) -> Path:
 
 def pid_path(settings: Settings, name: str) -> Path:
     return settings.state_dir / "run" / f"{name}.pid"
-
-
-# ------------------------------------------------------------------ process facts
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name (state is [0]); None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _has_proc() -> bool:
-    return Path("/proc/self/stat").exists()
-
-
-def pid_alive(pid: int, start: int | None = None) -> bool:
-    """True when ``pid`` runs (a zombie does not) and, if given, started at ``start``."""
-    if _has_proc():
-        fields = _proc_stat(pid)
-        if fields is None or fields[0] in ("Z", "X"):
-            return False
-        return start is None or int(fields[19]) == start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
-    if not _has_proc():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _proc_stat(int(entry.name))
-        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _owned_group(pid: int, start: int | None) -> bool:
-    """Is the process group ``pid`` still ours to signal?
-
-    Our processes lead their own group (new session), so pgid == pid. While the
-    leader lives its start time proves identity; once it died, Linux does not
-    hand out ``pid`` again while the group has members, so any member is ours.
-    """
-    if pid_alive(pid):
-        return pid_alive(pid, start)
-    return bool(_group_members(pid))
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if sig == signal.SIGTERM and pid_alive(pid):
-            # only the leader: taskiq's manager shuts its children down itself
-            os.kill(pid, sig)
-        else:
-            os.killpg(pid, sig)
-
-
-def stop_processes(procs: dict[str, tuple[int, int | None]], grace: float = STOP_GRACE) -> None:
-    """SIGTERM each process (group), SIGKILL what is left after ``grace`` seconds."""
-    owned = {name: pid for name, (pid, start) in procs.items() if _owned_group(pid, start)}
-    for pid in owned.values():
-        _signal_group(pid, signal.SIGTERM)
-    for sig, wait in ((signal.SIGKILL, grace), (None, 5.0)):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_group_members(p) for p in owned.values()):
-            time.sleep(0.05)
-        if sig is not None:
-            for pid in owned.values():
-                if _group_members(pid):
-                    _signal_group(pid, sig)
 
 
 # ------------------------------------------------------------------- runtime file
@@ -232,7 +126,7 @@ def _recorded(data: dict[str, Any] | None) -> dict[str, tuple[int, int | None]]:
 
 
 def _same_boot(data: dict[str, Any]) -> bool:
-    return data.get("boot_id") is None or data.get("boot_id") == _boot_id()
+    return data.get("boot_id") is None or data.get("boot_id") == boot_id()
 
 
 @contextlib.contextmanager
@@ -316,42 +210,14 @@ def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _open_log(settings: Settings, name: str) -> Path:
-    path = log_path(settings, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size > _LOG_ROTATE_BYTES:
-        path.replace(path.with_suffix(".log.1"))
-    with path.open("a", encoding="utf-8") as log:
-        log.write(f"--- bgdownload: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    return path
-
-
 def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> tuple[int, int]:
     """Start ``argv`` detached; returns (pid, start ticks) and writes its pid file."""
-    log = _open_log(settings, name)
-    launched = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, json.dumps(argv), str(log), str(settings.state_dir)],
-        env=env, capture_output=True, text=True, timeout=30, check=False,
-    )
-    if launched.returncode != 0:
-        last = launched.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise BgdownloadError(f"could not start {name}: {last[0]}")
-    pid = int(launched.stdout.strip())
-    start = _start_ticks(pid) or 0
+    log = open_log(log_path(settings, name), name)
+    pid, start = spawn_detached(name, argv, env, log, settings.state_dir)
     pid_file = pid_path(settings, name)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{pid}\n")
     return pid, start
-
-
-def last_log_line(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 4096))
-            lines = [ln for ln in handle.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
 
 
 def _died(settings: Settings, name: str) -> BgdownloadError:
@@ -400,7 +266,7 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
         data = _read_runtime(settings) or {}
         if data and not _same_boot(data):
             data = {}
-        procs = {n: p for n, p in _recorded(data).items() if _owned_group(*p)}
+        procs = {n: p for n, p in _recorded(data).items() if owned_group(*p)}
         running = {n for n, (pid, start) in procs.items() if pid_alive(pid, start)}
         external = settings.redis_url is not None
         redis_ok = (
@@ -426,7 +292,7 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
             data["pids"].pop(name, None)
             data["starts"].pop(name, None)
         data.update(
-            boot_id=_boot_id(), state_dir=str(settings.state_dir),
+            boot_id=boot_id(), state_dir=str(settings.state_dir),
             download_dir=str(settings.download_dir), redis_external=external,
             logs={n: str(log_path(settings, n)) for n in COMPONENTS
                   if n != "redis" or not external},
@@ -523,7 +389,7 @@ def down(settings: Settings, *, grace: float = STOP_GRACE) -> list[str]:
     with _locked(settings, grace + 60):
         data = _read_runtime(settings)
         procs = _recorded(data) if data and _same_boot(data) else {}
-        ours = {n: p for n, p in procs.items() if _owned_group(*p)}
+        ours = {n: p for n, p in procs.items() if owned_group(*p)}
         # server and worker first, so the worker can still record its state in Redis
         stop_processes({n: p for n, p in ours.items() if n != "redis"}, grace)
         if "redis" in ours:
