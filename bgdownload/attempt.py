@@ -1,0 +1,144 @@
+"""What one download attempt is given, keeps and returns, and the sidecar it leaves.
+
+:class:`FetchSpec`, :class:`ProgressSink` and :class:`FetchResult` are the
+engine's public types (imported from :mod:`bgdownload.fetch`).
+:class:`AttemptState` is what one attempt knows about the file it writes;
+``<name>.part.json`` (the sidecar) stores the part of it a later attempt needs to
+resume: the validator, the total size and each segment's durable offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bgdownload.limiter import TokenBucket
+from bgdownload.safety import part_path, sidecar_path
+
+
+@dataclass
+class FetchSpec:
+    """What to download and under which constraints."""
+
+    url: str
+    root: Path
+    #: name already chosen on disk by an earlier attempt (resume): reused as is
+    filename: str | None = None
+    #: the caller's wish; else Content-Disposition; else the URL path
+    wished_filename: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    expected_sha256: str | None = None
+    max_bytes: int | None = None
+    #: bytes/s cap of this job (the worker-wide cap applies on top)
+    max_speed: int | None = None
+    connections: int = 1
+
+
+class ProgressSink(Protocol):
+    def update(self, loaded: int, total: int | None) -> None:
+        """Called per chunk: must be O(1) and do no I/O."""
+
+    async def name_chosen(self, filename: str, path: str) -> None:
+        """The file name was picked; persisted before any byte is written."""
+
+
+@dataclass
+class FetchResult:
+    filename: str
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class Segment:
+    start: int
+    end: int  # exclusive; may shrink when another connection steals the tail
+    pos: int  # next byte to receive
+    #: bytes before this offset are on disk; only this goes into the sidecar, so a
+    #: crash never records bytes that were still in memory
+    durable: int = -1
+
+    def __post_init__(self) -> None:
+        if self.durable < 0:
+            self.durable = self.pos
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.end - self.pos)
+
+
+class Restart(Exception):
+    """The source changed (or ignores ranges) under a resume: start over from zero."""
+
+
+@dataclass
+class AttemptState:
+    """Everything one attempt knows about the file it writes."""
+
+    spec: FetchSpec
+    sink: ProgressSink
+    filename: str | None = None
+    validator: dict[str, str] = field(default_factory=dict)
+    total: int | None = None
+    segments: list[Segment] | None = None
+    loaded: int = 0
+    buckets: tuple[TokenBucket, ...] = ()
+    max_bytes: int | None = None
+    #: a sidecar may exist on disk (written by this attempt or an earlier one)
+    sidecar_written: bool = False
+    #: the sidecar describes the response being streamed now (its validator and total)
+    sidecar_fresh: bool = False
+    #: (filename, path) of the ``.part`` and the sidecar: safe_path resolves every
+    #: component (a syscall each), so once per name and, where it can, off the loop
+    known_part: tuple[str, Path] | None = None
+    known_sidecar: tuple[str, Path] | None = None
+
+    @property
+    def part(self) -> Path:
+        assert self.filename is not None
+        if self.known_part is None or self.known_part[0] != self.filename:
+            self.known_part = (self.filename, part_path(self.spec.root, self.filename))
+        return self.known_part[1]
+
+    @property
+    def sidecar(self) -> Path:
+        assert self.filename is not None
+        if self.known_sidecar is None or self.known_sidecar[0] != self.filename:
+            self.known_sidecar = (self.filename, sidecar_path(self.spec.root, self.filename))
+        return self.known_sidecar[1]
+
+    def save_sidecar(self) -> None:
+        data: dict[str, Any] = {
+            "url": self.spec.url,
+            "validator": self.validator,
+            "total": self.total,
+            "segments": [[s.start, s.end, s.durable] for s in self.segments]
+            if self.segments is not None else None,
+        }
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.sidecar)
+        self.sidecar_written = self.sidecar_fresh = True
+
+    def load_sidecar(self) -> None:
+        try:
+            data = json.loads(self.sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict):
+            return
+        validator = data.get("validator")
+        if isinstance(validator, dict):
+            self.validator = {str(k): str(v) for k, v in validator.items()}
+        total = data.get("total")
+        self.total = total if isinstance(total, int) else None
+        segments = data.get("segments")
+        if isinstance(segments, list) and self.total is not None:
+            try:
+                self.segments = [Segment(int(a), int(b), int(c)) for a, b, c in segments]
+            except (TypeError, ValueError):
+                self.segments = None

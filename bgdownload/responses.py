@@ -1,0 +1,69 @@
+"""Reading the status and headers of a response: errors, validators, ranges, sizes."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable
+
+import httpx
+
+from bgdownload.errors import HTTPStatusError
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) → seconds to wait, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def validator_of(response: httpx.Response) -> dict[str, str]:
+    found: dict[str, str] = {}
+    etag = response.headers.get("etag")
+    if etag and not etag.startswith("W/"):  # weak ETags are not allowed in If-Range
+        found["etag"] = etag
+    last_modified = response.headers.get("last-modified")
+    if last_modified:
+        found["last_modified"] = last_modified
+    return found
+
+
+def if_range(validator: dict[str, str]) -> str | None:
+    return validator.get("etag") or validator.get("last_modified")
+
+
+def content_range(response: httpx.Response) -> tuple[int, int, int | None] | None:
+    m = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)) + 1, total
+
+
+def content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Raise :class:`HTTPStatusError` unless the status brings a body to download."""
+    if response.status_code >= 400:
+        raise HTTPStatusError(
+            response.status_code,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if response.status_code >= 300 or response.status_code == 204:
+        raise HTTPStatusError(response.status_code)

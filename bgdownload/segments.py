@@ -1,0 +1,193 @@
+"""The segmented download: one file over several ranged connections at once.
+
+A fresh download is split into up to ``spec.connections`` segments of at least
+``min_segment`` bytes, written in place into a ``.part`` preallocated to the full
+size. Each connection (a lane) downloads its segment, then queued ones, then steals
+the larger half of the biggest tail still left. Each segment's durable offset goes
+into the sidecar every ``sidecar_interval`` seconds, so a later attempt resumes
+every segment where its bytes on disk end; a source that changed meanwhile (the
+``If-Range`` of a segment answered with ``200``) restarts the download from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from bgdownload.attempt import AttemptState, FetchResult, Restart, Segment
+from bgdownload.errors import NetworkError
+from bgdownload.limiter import consume_all
+from bgdownload.responses import content_range, if_range, raise_for_status
+from bgdownload.writer import Writer, hash_file
+
+#: segments smaller than this are not worth a connection of their own
+MIN_SEGMENT = 4 * 1024 * 1024
+#: how often segment offsets are written to the sidecar while bytes move
+SIDECAR_INTERVAL = 1.0
+
+#: GET a URL with these headers, following redirects (Engine._open)
+Opener = Callable[[str, dict[str, str]], Awaitable[httpx.Response]]
+#: verify the digest and rename the ``.part`` into place (Engine._complete)
+Completer = Callable[[AttemptState, Any, int], Awaitable[FetchResult]]
+
+
+class SegmentedDownload:
+    """Downloads ``state``'s file over parallel ranged connections; one per attempt.
+
+    Gets from the engine what stays the engine's job: opening a URL
+    (``open_url``) and finishing a verified file (``complete``).
+    """
+
+    def __init__(self, state: AttemptState, *, open_url: Opener, complete: Completer,
+                 min_segment: int = MIN_SEGMENT, sidecar_interval: float = SIDECAR_INTERVAL,
+                 threaded_writes: bool = True) -> None:
+        self._state = state
+        self._open = open_url
+        self._complete = complete
+        self._min_segment = min_segment
+        self._sidecar_interval = sidecar_interval
+        self._threaded_writes = threaded_writes
+
+    async def start(self, first: httpx.Response, total: int) -> FetchResult:
+        """Split a fresh download into ranged segments; ``first`` feeds segment 0."""
+        state = self._state
+        count = max(1, min(state.spec.connections, total // self._min_segment))
+        size = -(-total // count)
+        state.segments = [Segment(i * size, min(total, (i + 1) * size), i * size)
+                          for i in range(count)]
+        fd = os.open(state.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, total)
+        finally:
+            os.close(fd)
+        state.save_sidecar()
+        return await self._run(first)
+
+    async def resume(self) -> FetchResult:
+        state = self._state
+        assert state.segments is not None and state.total is not None
+        if not if_range(state.validator) or state.part.stat().st_size != state.total:
+            raise Restart
+        return await self._run(None)
+
+    async def _run(self, first: httpx.Response | None) -> FetchResult:
+        state = self._state
+        assert state.segments is not None and state.total is not None
+        total = state.total
+        state.loaded = sum(s.pos - s.start for s in state.segments)
+        state.sink.update(state.loaded, total)
+        fd = os.open(state.part, os.O_WRONLY)
+        stop = asyncio.Event()
+
+        async def saver() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._sidecar_interval)
+                state.save_sidecar()
+
+        pending = [s for s in state.segments if s.remaining]
+        lanes = min(state.spec.connections, max(1, len(pending)))
+        queue = list(pending)
+        if first is not None and queue and queue[0].pos == 0:
+            head = queue.pop(0)
+            starters = [self._lane(fd, queue, head, first)]
+        else:
+            if first is not None:
+                await first.aclose()
+            starters = []
+        while len(starters) < lanes and queue:
+            starters.append(self._lane(fd, queue, queue.pop(0), None))
+        saver_task = asyncio.create_task(saver())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lane in starters:
+                    group.create_task(lane)
+        except* Restart:
+            raise Restart from None
+        except* Exception as eg:
+            # One lane's failure cancels the others; report the first cause plainly.
+            raise eg.exceptions[0] from None
+        finally:
+            stop.set()
+            await saver_task
+            os.close(fd)
+        if state.loaded != total or any(s.remaining for s in state.segments):
+            raise NetworkError(f"segments ended after {state.loaded} of {total} bytes")
+        digest = await asyncio.to_thread(hash_file, state.part)
+        return await self._complete(state, digest, total)
+
+    async def _lane(self, fd: int, queue: list[Segment], segment: Segment,
+                    response: httpx.Response | None) -> None:
+        """One connection: download ``segment``, then queued ones, then steal the largest tail."""
+        current: Segment | None = segment
+        while current is not None:
+            await self._segment(fd, current, response)
+            response = None
+            current = queue.pop(0) if queue else self._steal()
+
+    def _steal(self) -> Segment | None:
+        state = self._state
+        assert state.segments is not None
+        victim = max(state.segments, key=lambda s: s.remaining)
+        # Splitting a small tail costs a new request for little gain.
+        if victim.remaining < 2 * max(self._min_segment // 4, 256 * 1024):
+            return None
+        middle = victim.pos + victim.remaining // 2
+        stolen = Segment(middle, victim.end, middle)
+        victim.end = middle
+        state.segments.append(stolen)
+        return stolen
+
+    async def _segment(self, fd: int, seg: Segment, response: httpx.Response | None) -> None:
+        state = self._state
+        if not seg.remaining:
+            if response is not None:
+                await response.aclose()
+            return
+        if response is None:
+            headers = dict(state.spec.headers)
+            headers["Range"] = f"bytes={seg.pos}-{seg.end - 1}"
+            headers["If-Range"] = if_range(state.validator) or ""
+            response = await self._open(state.spec.url, headers)
+            if response.status_code == 200:
+                await response.aclose()
+                raise Restart  # the source changed or stopped honouring ranges
+            raise_for_status(response)
+            parsed = content_range(response)
+            if parsed is None or parsed[0] != seg.pos or parsed[2] != state.total:
+                await response.aclose()
+                raise Restart
+        buckets, update, total = state.buckets, state.sink.update, state.total
+        writer = Writer(fd, None, seg.pos, segment=seg, threaded=self._threaded_writes)
+        try:
+            async for chunk in response.aiter_raw():
+                if buckets:
+                    await consume_all(buckets, len(chunk))
+                # The tail of this segment may have been stolen meanwhile; no await
+                # from here until seg.pos moves, so a steal never splits taken bytes.
+                take = min(len(chunk), seg.end - seg.pos)
+                if take <= 0:
+                    break
+                due = writer.add(memoryview(chunk)[:take] if take < len(chunk) else chunk)
+                seg.pos += take
+                state.loaded += take
+                update(state.loaded, total)
+                if due:
+                    await writer.submit()
+                if seg.pos >= seg.end:
+                    break
+            await writer.flush()
+        except httpx.TransportError as exc:
+            with contextlib.suppress(Exception):
+                await writer.flush()
+            raise NetworkError(f"a connection was lost at byte {seg.pos}: {exc}") from exc
+        finally:
+            writer.settle()
+            await response.aclose()
+        if seg.remaining:
+            raise NetworkError(f"a segment ended early at byte {seg.pos} of {seg.end}")
