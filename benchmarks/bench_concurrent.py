@@ -12,7 +12,6 @@ sum of every job's active time (``finished_at - started_at``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
@@ -21,10 +20,9 @@ from benchmarks.common import (
     MiB,
     Row,
     RssSampler,
-    context,
     ensure_file,
     log,
-    markdown_table,
+    main_for,
     proc_cpu,
     proc_rss,
 )
@@ -93,12 +91,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int)
-    args = parser.parse_args()
-    with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

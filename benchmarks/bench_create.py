@@ -10,14 +10,13 @@ what is measured). Reports jobs/s and the server's CPU per job.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
 import time
 from urllib.parse import urlsplit
 
-from benchmarks.common import Context, Row, context, log, markdown_table, proc_cpu
+from benchmarks.common import Context, Row, log, main_for, proc_cpu
 
 CONNECTIONS = 32
 
@@ -83,12 +82,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int)
-    args = parser.parse_args()
-    with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ against ``aria2c -x8 -s8 -k1M``, in turn, ``--runs`` times.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 
@@ -18,11 +17,10 @@ from benchmarks.common import (
     MiB,
     Row,
     aria2c_cmd,
-    context,
     ensure_blob,
     job_seconds,
     log,
-    markdown_table,
+    main_for,
     spread,
     timed,
     warm_up,
@@ -63,12 +61,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int)
-    args = parser.parse_args()
-    with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

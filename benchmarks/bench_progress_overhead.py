@@ -15,7 +15,6 @@ Each round downloads the same file (1 GiB; 256 MiB with ``--quick``) from nginx
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 from collections.abc import Callable
@@ -24,11 +23,10 @@ from benchmarks.common import (
     Context,
     MiB,
     Row,
-    context,
     ensure_blob,
     job_seconds,
     log,
-    markdown_table,
+    main_for,
     spread,
     stack,
     timed,
@@ -85,12 +83,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int)
-    args = parser.parse_args()
-    with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

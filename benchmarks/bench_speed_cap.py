@@ -16,7 +16,6 @@ and the largest 1 s window is the most bytes that landed in any 1 s span.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import bisect
 import time
@@ -27,10 +26,9 @@ from benchmarks.common import (
     MiB,
     Row,
     Stack,
-    context,
     ensure_blob,
     log,
-    markdown_table,
+    main_for,
     wait_job,
 )
 from bgdownload.service import Service
@@ -119,12 +117,7 @@ def _row(what: str, seconds: int, rate: float, peak: float) -> Row:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int)
-    args = parser.parse_args()
-    with context(args.quick, args.runs) as ctx:
-        print(markdown_table(run(ctx)))
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ exactly as users run them. Each benchmark module exposes ``run(ctx) -> list[Row]
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,16 @@ def context(quick: bool, runs: int | None = None) -> Iterator[Context]:
 
 
 # ----------------------------------------------------------------- timing helpers
+
+def main_for(run: Callable[[Context], list[Row]], doc: str | None) -> None:
+    """The command line every ``bench_*.py`` shares: ``--quick``, ``--runs``; prints its rows."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int)
+    args = parser.parse_args()
+    with context(args.quick, args.runs) as ctx:
+        print(markdown_table(run(ctx)))
+
 
 def timed(cmd: list[str], timeout: float = 600) -> float:
     """Wall seconds of a command (which must succeed)."""
