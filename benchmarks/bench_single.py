@@ -56,7 +56,7 @@ async def _engine(url: str, out: Path, connections: int, threaded: bool = True) 
     import ipaddress
 
     from bgdownload.config import Settings
-    from bgdownload.fetch import Engine, FetchSpec
+    from bgdownload.engine.fetch import Engine, FetchSpec
 
     class Sink:
         def update(self, loaded: int, total: int | None) -> None:
@@ -88,7 +88,7 @@ def run_client(name: str, url: str, out: Path) -> None:
     # Import everything before the clock starts.
     import httpx  # noqa: F401
 
-    import bgdownload.fetch  # noqa: F401
+    import bgdownload.engine.fetch  # noqa: F401
 
     began = time.perf_counter()
     asyncio.run(jobs[name]())  # type: ignore[arg-type]

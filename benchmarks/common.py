@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.nginx import run_nginx  # noqa: E402
-from bgdownload.redisproc import RedisProcess, free_port, start_redis  # noqa: E402
+from bgdownload.local.redisproc import RedisProcess, free_port, start_redis  # noqa: E402
 
 #: source files, shared with bench_single.py (same names, so a 1 GiB blob is made once)
 DATA_DIR = Path(tempfile.gettempdir()) / "bgd-bench-data"

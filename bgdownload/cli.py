@@ -21,8 +21,8 @@ import click
 
 from bgdownload import local
 from bgdownload.config import Settings
-from bgdownload.errors import BgdownloadError
-from bgdownload.models import JobState
+from bgdownload.errors import BgdownloadError, InvalidRequest
+from bgdownload.models import JobState, parse_states
 
 if TYPE_CHECKING:
     from bgdownload.client import Client, Job
@@ -117,18 +117,10 @@ def _failure(job: Job) -> str:
 
 
 def _parse_states(text: str | None) -> set[JobState] | None:
-    if not text:
-        return None
-    states: set[JobState] = set()
-    for part in text.split(","):
-        try:
-            states.add(JobState(part.strip().lower()))
-        except ValueError:
-            choices = ", ".join(s.value for s in JobState)
-            raise click.BadParameter(
-                f"{part.strip()!r} is not one of {choices}", param_hint="--state"
-            ) from None
-    return states
+    try:
+        return parse_states(text)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint="--state") from None
 
 
 # ------------------------------------------------------------------------ commands

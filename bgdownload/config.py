@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -140,6 +142,15 @@ def read_settings_file(path: Path) -> dict[str, str]:
     return values
 
 
+def read_runtime_file(path: Path) -> dict[str, Any]:
+    """The local stack's runtime record, or ``{}`` when it is missing, torn or foreign."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("bgdownload", appauthor=False))
 
@@ -176,6 +187,18 @@ class Settings:
         shown["tokens"] = f"<{len(self.tokens)} tokens>"
         body = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Settings({body})"
+
+    @property
+    def runtime_file(self) -> Path:
+        """Where the local stack records what it started (pids, ports, the Redis URL)."""
+        return self.state_dir / "runtime.json"
+
+    def resolve_redis_url(self) -> str:
+        """``BGDOWNLOAD_REDIS_URL``, else the local stack's Redis, else the default port."""
+        if self.redis_url:
+            return self.redis_url
+        recorded = read_runtime_file(self.runtime_file).get("redis_url")
+        return recorded if isinstance(recorded, str) else "redis://127.0.0.1:6379/0"
 
     @property
     def single_user(self) -> bool:

@@ -8,12 +8,13 @@ dataclass but are left out of :meth:`Job.to_public`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from bgdownload.errors import IllegalTransition
+from bgdownload.errors import IllegalTransition, InvalidRequest
 
 
 class JobState(StrEnum):
@@ -39,6 +40,24 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+def parse_states(value: str | JobState | Iterable[str | JobState] | None) -> set[JobState] | None:
+    """``"active,waiting"`` (any case) or a list of states → states; None or ``""`` → None.
+
+    An unknown name is an :class:`InvalidRequest` that lists the valid ones.
+    """
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    states: set[JobState] = set()
+    for item in items:
+        try:
+            states.add(JobState(item.strip().lower() if isinstance(item, str) else item))
+        except ValueError:
+            known = ", ".join(s.value for s in JobState)
+            raise InvalidRequest(f"unknown state {item!r} (one of: {known})") from None
+    return states
 
 #: resting states: a worker holds no message for a job in one of these
 RESTING = TERMINAL | {JobState.PAUSED}

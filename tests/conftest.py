@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bgdownload.redisproc import RedisProcess, start_redis
+from bgdownload.local.redisproc import RedisProcess, start_redis
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.stack"]
 

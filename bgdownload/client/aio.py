@@ -24,7 +24,7 @@ from bgdownload.client.job import AsyncJob
 from bgdownload.client.journal import Journal
 from bgdownload.client.protocol import Call, JobInfo, RetryPolicy
 from bgdownload.client.sse import EventSource
-from bgdownload.models import Event, JobState
+from bgdownload.models import Event, JobState, parse_states
 
 #: connect fast (a refused local stack should say so at once), read patiently
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -151,7 +151,7 @@ class AsyncClient:
         limit: int | None = None,
     ) -> list[AsyncJob]:
         """The caller's jobs, newest first, following pages up to ``limit``."""
-        states = protocol.parse_states(state)
+        states = parse_states(state)
         found: list[AsyncJob] = []
         cursor: str | None = None
         while limit is None or len(found) < limit:

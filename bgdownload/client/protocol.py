@@ -9,11 +9,9 @@ retrying (:class:`RetryPolicy`). The clients only move bytes.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import json
 import random
 import re
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import httpx
 
 from bgdownload import errors
 from bgdownload.models import Event, FileEntry, JobState, Progress, parse_time
+from bgdownload.retry_after import parse_retry_after
 
 API_PREFIX = "/api/v1"
 
@@ -244,20 +243,6 @@ def events_path(job_id: str | None = None) -> str:
     return job_path(job_id, "/events") if job_id is not None else f"{API_PREFIX}/events"
 
 
-def parse_states(state: str | JobState | Iterable[str | JobState] | None) -> set[JobState] | None:
-    """``"active"``, ``"active,waiting"`` or a list → states; a clear error for a typo."""
-    if state is None:
-        return None
-    items = state.split(",") if isinstance(state, str) else list(state)
-    result: set[JobState] = set()
-    for item in items:
-        try:
-            result.add(JobState(item.strip() if isinstance(item, str) else item))
-        except ValueError:
-            known = ", ".join(s.value for s in JobState)
-            raise errors.InvalidRequest(f"unknown state {item!r} (one of: {known})") from None
-    return result
-
 
 # -- responses --------------------------------------------------------------------------------
 
@@ -277,20 +262,10 @@ _BY_STATUS: dict[int, type[errors.BgdownloadError]] = {
 }
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
-    """``Retry-After`` in seconds (delta or HTTP date); 1 s when absent or unreadable."""
-    if not value:
-        return 1.0
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return 1.0
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds the server asks us to wait; 1 s when it does not say (or says it unreadably)."""
+    seconds = parse_retry_after(response.headers.get("Retry-After"))
+    return 1.0 if seconds is None else seconds
 
 
 def error_from_response(response: httpx.Response) -> errors.BgdownloadError:
@@ -312,7 +287,7 @@ def error_from_response(response: httpx.Response) -> errors.BgdownloadError:
             message += f": {snippet}"
     if cls is errors.RateLimited:
         return errors.RateLimited(
-            message, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            message, retry_after=_retry_after(response)
         )
     exc = cls(message)
     if code and code != exc.code:

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, current_app, request, send_file
 from quart_schema import document_request, document_response, validate_querystring
 
 from bgdownload.errors import InvalidRequest
-from bgdownload.models import Job
+from bgdownload.models import Job, parse_states
 from bgdownload.server.auth import authenticate_request, current_owner
 from bgdownload.server.schemas import (
     CreateDownload,
@@ -99,7 +99,7 @@ async def list_downloads(query_args: ListQuery) -> tuple[dict[str, Any], int, di
     before the list was read: `GET /api/v1/events?last_event_id=` with it misses nothing.
     """
     svc = service()
-    states = svc.parse_states(query_args.state)
+    states = parse_states(query_args.state)
     position = await svc.owner_position(current_owner())
     jobs, cursor = await svc.list(
         current_owner(), states=states, limit=query_args.limit, cursor=query_args.cursor

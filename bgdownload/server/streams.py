@@ -26,7 +26,7 @@ from bgdownload.server.auth import (
 from bgdownload.server.metrics import server_metrics
 from bgdownload.server.schemas import StreamQuery
 from bgdownload.server.state import service
-from bgdownload.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
+from bgdownload.web.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
 
 #: browsers wait this long before reconnecting a dropped EventSource
 RETRY_MS = 2000

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from tornado import web
 
 from bgdownload.errors import InvalidRequest, PayloadTooLarge
-from bgdownload.models import Job
+from bgdownload.models import Job, parse_states
 from bgdownload.server.schemas import CreateDownload, describe
 from bgdownload_jupyter.base import BgdownloadAPIHandler, parse_bool
 
@@ -28,7 +28,7 @@ class DownloadsHandler(BgdownloadAPIHandler):
     @authorized
     async def get(self) -> None:
         service = await self.service()
-        states = service.parse_states(self.get_query_argument("state", None))
+        states = parse_states(self.get_query_argument("state", None))
         limit = _int_argument("limit", self.get_query_argument("limit", None), default=50)
         cursor = self.get_query_argument("cursor", None) or None
         # the stream position before the read: replaying from it leaves no gap

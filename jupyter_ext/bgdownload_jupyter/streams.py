@@ -23,7 +23,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from bgdownload.errors import NotFound, ServerUnavailable
 from bgdownload.models import Event
 from bgdownload.server.streams import RETRY_MS, SSE_HEADERS
-from bgdownload.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
+from bgdownload.web.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
 from bgdownload_jupyter.base import AUTH_RESOURCE, BgdownloadAPIHandler, BgdownloadMixin
 
 #: tornado setting holding the keep-alive interval (the extension's ``keepalive_interval``)

@@ -26,7 +26,7 @@ from tornado.websocket import websocket_connect
 
 from bgdownload import local
 from bgdownload.config import Settings
-from bgdownload.redisproc import free_port
+from bgdownload.local.redisproc import free_port
 from tests.support.source_server import SourceServer
 
 pytestmark = pytest.mark.slow

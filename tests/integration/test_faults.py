@@ -11,7 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bgdownload.config import Settings
-from bgdownload.redisproc import start_redis
+from bgdownload.local.redisproc import start_redis
 from bgdownload.service import Service
 from tests.support.source_server import SourceServer
 from tests.support.stack import WorkerProcess, wait_for_state

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from bgdownload.config import Settings
+from bgdownload.engine.fetch import Engine, FetchSpec
 from bgdownload.errors import (
     BlockedDestination,
     ChecksumMismatch,
@@ -20,7 +21,6 @@ from bgdownload.errors import (
     NetworkError,
     TooLarge,
 )
-from bgdownload.fetch import Engine, FetchSpec
 from tests.support.source_server import SourceServer
 
 LOOPBACK = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bgdownload.hub import EventHub
 from bgdownload.models import JobState, Progress
 from bgdownload.service import Service
+from bgdownload.store.hub import EventHub
 
 
 async def test_many_listeners_share_one_reader_and_leave_nothing_behind(

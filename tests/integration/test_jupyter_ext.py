@@ -24,8 +24,8 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (the jp_* fixtures)
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from bgdownload.local.redisproc import free_port
 from bgdownload.models import JobState
-from bgdownload.redisproc import free_port
 from bgdownload.service import Service
 from tests.support.source_server import SourceServer
 

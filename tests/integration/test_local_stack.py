@@ -226,7 +226,7 @@ def test_a_killed_worker_shows_dead_and_up_restarts_only_it(stack_env):
 
 
 def test_a_loopback_bgdownload_url_chooses_the_port(stack_env, monkeypatch):
-    from bgdownload.redisproc import free_port
+    from bgdownload.local.redisproc import free_port
 
     port = free_port()
     monkeypatch.setenv("BGDOWNLOAD_URL", f"http://127.0.0.1:{port}")

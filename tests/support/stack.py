@@ -183,7 +183,7 @@ class ServerProcess:
 @pytest.fixture
 def start_server(stack_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
     """Start API servers on demand: ``start_server(port=None, **env_overrides)``."""
-    from bgdownload.redisproc import free_port
+    from bgdownload.local.redisproc import free_port
 
     started: list[ServerProcess] = []
 

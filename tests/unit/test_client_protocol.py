@@ -8,7 +8,8 @@ import pytest
 from bgdownload import errors
 from bgdownload.client import protocol
 from bgdownload.client.protocol import JobInfo
-from bgdownload.models import Event, JobState
+from bgdownload.models import Event, JobState, parse_states
+from bgdownload.retry_after import parse_retry_after
 
 from .client_fakes import JOB_ID, error_body, job_json
 
@@ -62,8 +63,15 @@ def test_non_json_gateway_error_is_server_unavailable():
 
 
 def test_retry_after_as_http_date():
-    assert protocol.parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
-    assert protocol.parse_retry_after("nonsense") == 1.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("nonsense") is None
+
+
+def test_unreadable_retry_after_means_one_second():
+    exc = protocol.error_from_response(
+        response(429, error_body("rate_limited", "slow down"), headers={"Retry-After": "nonsense"})
+    )
+    assert isinstance(exc, errors.RateLimited) and exc.retry_after == 1.0
 
 
 def test_create_call_has_a_fresh_idempotency_key_each_time():
@@ -87,9 +95,9 @@ def test_bad_job_id_is_refused_before_any_request():
 
 
 def test_state_filter_typo_is_a_clear_error():
-    assert protocol.parse_states("active, waiting") == {JobState.ACTIVE, JobState.WAITING}
+    assert parse_states("active, waiting") == {JobState.ACTIVE, JobState.WAITING}
     with pytest.raises(errors.InvalidRequest, match="unknown state 'actve'"):
-        protocol.parse_states("actve")
+        parse_states("actve")
 
 
 def test_job_info_from_the_api_object():

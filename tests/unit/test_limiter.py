@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bgdownload.limiter import TokenBucket, consume_all
+from bgdownload.engine.limiter import TokenBucket, consume_all
 
 
 class FakeTime:

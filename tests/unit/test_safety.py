@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from bgdownload.config import Settings
-from bgdownload.errors import BlockedDestination, InvalidURL
-from bgdownload.safety import (
+from bgdownload.engine.safety import (
     address_blocked,
     check_literal_host,
     choose_filename,
@@ -24,6 +23,7 @@ from bgdownload.safety import (
     sanitize_filename,
     validate_url,
 )
+from bgdownload.errors import BlockedDestination, InvalidURL
 
 NETS = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -241,7 +241,7 @@ def test_paths_stay_inside_root(tmp_path: Path) -> None:
 def test_documentation_ranges_are_not_refused() -> None:
     """API.md §5 names loopback, private, link-local, multicast, reserved, unspecified;
     the documentation ranges are none of those (and host package mirrors here)."""
-    from bgdownload.safety import address_blocked
+    from bgdownload.engine.safety import address_blocked
 
     for addr in ("203.0.113.80", "192.0.2.1", "198.51.100.7", "2001:db8::1"):
         assert not address_blocked(addr)

@@ -13,7 +13,7 @@ from bgdownload.models import Event, Progress
 from bgdownload.server.auth import LOCAL_OWNER, TokenAuth, bearer_token
 from bgdownload.server.compat import fold_event, seed_message, seed_progress
 from bgdownload.server.serve import bind_address, check_bind, is_loopback
-from bgdownload.streams import with_keepalive
+from bgdownload.web.streams import with_keepalive
 
 # -- with_keepalive --
 

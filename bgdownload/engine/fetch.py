@@ -17,9 +17,9 @@ The engine makes exactly one attempt; retrying transient errors
 
 This module is the engine's public seam (:class:`Engine` and the types it takes
 and returns) and the single-connection download; the parallel ranged download is
-in :mod:`bgdownload.segments`, the writing and hashing threads in
-:mod:`bgdownload.writer`, the per-attempt state and its sidecar in
-:mod:`bgdownload.attempt`, and header parsing in :mod:`bgdownload.responses`.
+in :mod:`bgdownload.engine.segments`, the writing and hashing threads in
+:mod:`bgdownload.engine.writer`, the per-attempt state and its sidecar in
+:mod:`bgdownload.engine.attempt`, and header parsing in :mod:`bgdownload.engine.responses`.
 """
 
 from __future__ import annotations
@@ -34,24 +34,17 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from bgdownload.attempt import AttemptState, FetchResult, FetchSpec, ProgressSink, Restart
 from bgdownload.config import Settings
-from bgdownload.errors import (
-    ChecksumMismatch,
-    InvalidURL,
-    NetworkError,
-    TooLarge,
-)
-from bgdownload.limiter import TokenBucket, consume_all
-from bgdownload.responses import (
+from bgdownload.engine.attempt import AttemptState, FetchResult, FetchSpec, ProgressSink, Restart
+from bgdownload.engine.limiter import TokenBucket, consume_all
+from bgdownload.engine.responses import (
     content_length,
     content_range,
     if_range,
-    parse_retry_after,
     raise_for_status,
     validator_of,
 )
-from bgdownload.safety import (
+from bgdownload.engine.safety import (
     PART_SUFFIX,
     check_literal_host,
     choose_filename,
@@ -62,9 +55,15 @@ from bgdownload.safety import (
     sidecar_path,
     validate_url,
 )
-from bgdownload.segments import MIN_SEGMENT, SIDECAR_INTERVAL, SegmentedDownload
-from bgdownload.transport import GuardedTransport
-from bgdownload.writer import Writer, hash_file
+from bgdownload.engine.segments import MIN_SEGMENT, SIDECAR_INTERVAL, SegmentedDownload
+from bgdownload.engine.transport import GuardedTransport
+from bgdownload.engine.writer import Writer, hash_file
+from bgdownload.errors import (
+    ChecksumMismatch,
+    InvalidURL,
+    NetworkError,
+    TooLarge,
+)
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -74,7 +73,6 @@ __all__ = [
     "FetchResult",
     "FetchSpec",
     "ProgressSink",
-    "parse_retry_after",
 ]
 
 MAX_REDIRECTS = 10

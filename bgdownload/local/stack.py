@@ -28,7 +28,7 @@ Choices worth knowing:
   for a live process, and ``down`` never signals a stranger.
 
 The generic half of those last two points (launching, liveness, signalling,
-log rotation) lives in :mod:`bgdownload.procs`; this module decides what runs.
+log rotation) lives in :mod:`bgdownload.local.procs`; this module decides what runs.
 """
 
 from __future__ import annotations
@@ -49,16 +49,16 @@ from urllib.parse import urlsplit
 import httpx
 
 import bgdownload
-from bgdownload.config import Settings
+from bgdownload.config import Settings, read_runtime_file
 from bgdownload.errors import BgdownloadError, ConfigError
 
 # The ``x as x`` names are re-exported: callers and tests use them as ``local.x``.
-from bgdownload.procs import STOP_GRACE as STOP_GRACE
-from bgdownload.procs import boot_id, open_log, owned_group, spawn_detached
-from bgdownload.procs import last_log_line as last_log_line
-from bgdownload.procs import pid_alive as pid_alive
-from bgdownload.procs import stop_processes as stop_processes
-from bgdownload.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
+from bgdownload.local.procs import STOP_GRACE as STOP_GRACE
+from bgdownload.local.procs import boot_id, open_log, owned_group, spawn_detached
+from bgdownload.local.procs import last_log_line as last_log_line
+from bgdownload.local.procs import pid_alive as pid_alive
+from bgdownload.local.procs import stop_processes as stop_processes
+from bgdownload.local.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
 
 #: start order; ``down`` stops in reverse so the worker can still write to Redis
 COMPONENTS = ("redis", "worker", "server")
@@ -70,7 +70,7 @@ START_TIMEOUT = 60.0  # seconds for the whole stack to answer /healthz
 
 
 def runtime_path(settings: Settings) -> Path:
-    return settings.state_dir / "runtime.json"
+    return settings.runtime_file
 
 
 def log_path(settings: Settings, name: str) -> Path:
@@ -85,23 +85,7 @@ def pid_path(settings: Settings, name: str) -> Path:
 
 
 def _read_runtime(settings: Settings) -> dict[str, Any] | None:
-    try:
-        data = json.loads(runtime_path(settings).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # a torn or foreign file is as good as none; up rewrites it
-    return data if isinstance(data, dict) else None
-
-
-def redis_url(settings: Settings) -> str:
-    """The Redis to use: ``BGDOWNLOAD_REDIS_URL``, else the local stack's, else the default port."""
-    if settings.redis_url:
-        return settings.redis_url
-    data = _read_runtime(settings)
-    if data and isinstance(data.get("redis_url"), str):
-        return str(data["redis_url"])
-    return "redis://127.0.0.1:6379/0"
+    return read_runtime_file(settings.runtime_file) or None
 
 
 def _write_runtime(settings: Settings, data: dict[str, Any]) -> None:

@@ -10,10 +10,11 @@ streams too, and a client can use one id space everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from redis.exceptions import ResponseError
 from bgdownload import keys
 from bgdownload.errors import IllegalTransition, RateLimited
 from bgdownload.models import Event, Job, JobState, check_transition, utcnow
+from bgdownload.store.hub import EventHub
 
 #: fields a transition does not write unless it changes progress on purpose:
 #: progress belongs to the worker's progress ticks
@@ -666,6 +668,31 @@ class Store:
             pipe.publish(keys.CONTROL_CHANNEL, f"{job_id} {action}")
             await pipe.execute()
 
+    async def pending_controls(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The control request (``pause``/``cancel``) waiting for each job, if any."""
+        if not job_ids:
+            return []
+        values = await self.redis.mget([keys.control(i) for i in job_ids])
+        return [str(v) if v else None for v in values]
+
+    @contextlib.asynccontextmanager
+    async def control_requests(self) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+        """Subscribe to control requests; yields ``(job_id, action)`` for each one published
+        from the moment the ``async with`` is entered (never ends by itself)."""
+        pubsub = self.redis.pubsub()
+
+        async def requests() -> AsyncIterator[tuple[str, str]]:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    job_id, _, action = str(message["data"]).partition(" ")
+                    yield job_id, action
+
+        try:
+            await pubsub.subscribe(keys.CONTROL_CHANNEL)
+            yield requests()
+        finally:
+            await pubsub.aclose()
+
     async def get_control(self, job_id: str) -> str | None:
         value = await self.redis.get(keys.control(job_id))
         return str(value) if value else None
@@ -674,6 +701,27 @@ class Store:
         await self.redis.delete(keys.control(job_id))
 
     # -- workers, stats, rate limit -------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise when Redis cannot be reached."""
+        await self.redis.ping()
+
+    async def idempotent_job_id(self, owner: str, key: str) -> str | None:
+        """The job an owner created with this ``Idempotency-Key`` in the last 24 h, if any."""
+        value = await self.redis.get(keys.idempotency(owner, key))
+        return str(value) if value else None
+
+    async def has_lease(self, job_id: str) -> bool:
+        """Whether a live worker holds ``job_id`` (its lease has not expired)."""
+        return bool(await self.redis.exists(keys.lease(job_id)))
+
+    def event_hub(self, **options: Any) -> EventHub:
+        """A fan-out reader of this store's event streams (one per process is enough)."""
+        return EventHub(self.redis, **options)
+
+    async def aclose(self) -> None:
+        """Close the Redis connection pool."""
+        await self.redis.aclose()
 
     async def heartbeat(self, worker_id: str, info: dict[str, Any], ttl: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -4,7 +4,7 @@ A queue message carries only a job id (as a hint); the job to run is taken
 from the store's priority queue when the message is first received, and
 remembered under the message's task id so a redelivered message resumes the
 same job. The message is acknowledged only when the task returns, which
-:class:`~bgdownload.runner.JobRunner` does only once the job rests
+:class:`~bgdownload.worker.runner.JobRunner` does only once the job rests
 (completed, failed, cancelled, paused) — or when it already rests.
 """
 
@@ -20,12 +20,11 @@ from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.serializers import JSONSerializer
 
 from bgdownload import keys
-from bgdownload.broker import DownloadBroker
 from bgdownload.config import Settings
-from bgdownload.local import redis_url
+from bgdownload.worker.delivery import DownloadBroker
 
 if TYPE_CHECKING:
-    from bgdownload.runner import WorkerRuntime
+    from bgdownload.worker.runner import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 def make_broker(settings: Settings) -> DownloadBroker:
     """A broker for ``settings``: workers consume from it, the API kicks into it."""
     new = DownloadBroker(
-        redis_url(settings),
+        settings.resolve_redis_url(),
         slots=settings.concurrency,
         idle_timeout=settings.redelivery_timeout,
         queue_name=keys.TASK_STREAM,
@@ -48,13 +47,13 @@ broker = make_broker(settings)
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start_worker(state: TaskiqState) -> None:
-    from bgdownload.runner import WorkerRuntime
+    from bgdownload.worker.runner import WorkerRuntime
 
     async def requeue(job_id: str) -> None:
         await download.kiq(job_id)
 
     runtime = await WorkerRuntime.start(
-        settings.replace(redis_url=redis_url(settings)), requeue
+        settings.replace(redis_url=settings.resolve_redis_url()), requeue
     )
     state.runtime = runtime
     _hand_back_on_sigterm(runtime)

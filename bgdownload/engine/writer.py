@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bgdownload.attempt import Segment
+from bgdownload.engine.attempt import Segment
 
 _HASH_BLOCK = 1024 * 1024
 #: bytes handed to the write and hash threads at a time (see Writer)

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
-from collections.abc import Callable
 
 import httpx
 
 from bgdownload.errors import HTTPStatusError
+from bgdownload.retry_after import parse_retry_after
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-
-def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
-    """``Retry-After`` (seconds or an HTTP date) → seconds to wait, or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 def validator_of(response: httpx.Response) -> dict[str, str]:

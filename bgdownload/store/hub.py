@@ -37,6 +37,18 @@ class Subscription:
     async def get(self) -> Event:
         return await self.queue.get()
 
+    def take_overflow(self) -> bool:
+        """Whether events were dropped since the last call; if so, drop what is queued too.
+
+        The listener then rebuilds its view from a fresh snapshot instead.
+        """
+        if not self.overflowed:
+            return False
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.overflowed = False
+        return True
+
 
 class EventHub:
     """Tails every stream that has listeners with one blocking reader task.

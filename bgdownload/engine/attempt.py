@@ -1,7 +1,7 @@
 """What one download attempt is given, keeps and returns, and the sidecar it leaves.
 
 :class:`FetchSpec`, :class:`ProgressSink` and :class:`FetchResult` are the
-engine's public types (imported from :mod:`bgdownload.fetch`).
+engine's public types (imported from :mod:`bgdownload.engine.fetch`).
 :class:`AttemptState` is what one attempt knows about the file it writes;
 ``<name>.part.json`` (the sidecar) stores the part of it a later attempt needs to
 resume: the validator, the total size and each segment's durable offset.
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bgdownload.limiter import TokenBucket
-from bgdownload.safety import part_path, sidecar_path
+from bgdownload.engine.limiter import TokenBucket
+from bgdownload.engine.safety import part_path, sidecar_path
 
 
 @dataclass

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
-from bgdownload.attempt import AttemptState, FetchResult, Restart, Segment
+from bgdownload.engine.attempt import AttemptState, FetchResult, Restart, Segment
+from bgdownload.engine.limiter import consume_all
+from bgdownload.engine.responses import content_range, if_range, raise_for_status
+from bgdownload.engine.writer import Writer, hash_file
 from bgdownload.errors import NetworkError
-from bgdownload.limiter import consume_all
-from bgdownload.responses import content_range, if_range, raise_for_status
-from bgdownload.writer import Writer, hash_file
 
 #: segments smaller than this are not worth a connection of their own
 MIN_SEGMENT = 4 * 1024 * 1024

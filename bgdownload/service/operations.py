@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskiq import TaskiqMiddleware
-
-from bgdownload import keys, safety
+from bgdownload import keys
 from bgdownload.config import Settings
+from bgdownload.engine import safety
 from bgdownload.errors import (
     IllegalTransition,
     InvalidRequest,
     InvalidState,
     NotFound,
 )
-from bgdownload.hub import EventHub, Subscription
 from bgdownload.models import TERMINAL, Event, FileEntry, Job, JobState
 from bgdownload.store import Store, is_stream_id, open_redis, stream_id_key
+from bgdownload.store.hub import EventHub, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -78,44 +77,25 @@ class Service:
         # (task stream, message builder): create writes the message in its own script
         # instead of a separate kick, so it costs one round trip and stays atomic
         self._queue_message = queue_message
-        self.hub = hub or EventHub(store.redis)
+        self.hub = hub or store.event_hub()
         self._on_close = on_close
 
     @classmethod
     async def connect(cls, settings: Settings) -> Service:
         """Open Redis and the queue broker (for sending work) described by ``settings``."""
-        from bgdownload.local import redis_url
-        from bgdownload.worker import download, make_broker
+        from bgdownload.worker.sender import QueueSender
 
-        redis = open_redis(redis_url(settings))
-        broker = make_broker(settings)
-        await broker.startup()
-
-        async def enqueue(job_id: str, message_id: str) -> None:
-            await download.kicker().with_broker(broker).with_task_id(message_id).kiq(job_id)
-
-        def queue_message(job_id: str, message_id: str) -> bytes:
-            # what kiq() hands to broker.kick(); kick() itself is one plain XADD
-            kicker = download.kicker().with_broker(broker).with_task_id(message_id)
-            return broker.formatter.dumps(kicker._prepare_message(job_id)).message
-
-        inline: tuple[str, QueueMessage] | None = (broker.queue_name, queue_message)
-        if broker.maxlen is not None or any(
-            type(m).pre_send is not TaskiqMiddleware.pre_send
-            or type(m).post_send is not TaskiqMiddleware.post_send
-            for m in broker.middlewares
-        ):
-            inline = None  # kiq() would do more than the XADD: let it
-
-        store = Store(redis, retention=settings.retention)
-        hub = EventHub(redis)
+        sender = await QueueSender.open(settings)
+        store = Store(open_redis(settings.resolve_redis_url()), retention=settings.retention)
+        hub = store.event_hub()
+        inline = (sender.queue_name, sender.message) if sender.inline else None
 
         async def close() -> None:
             await hub.close()
-            await broker.shutdown()
-            await redis.aclose()
+            await sender.close()
+            await store.aclose()
 
-        return cls(store, settings, enqueue, hub=hub, on_close=close, queue_message=inline)
+        return cls(store, settings, sender.send, hub=hub, on_close=close, queue_message=inline)
 
     async def close(self) -> None:
         await self.hub.close()
@@ -135,7 +115,7 @@ class Service:
         if idempotency_key is not None:
             if not idempotency_key or len(idempotency_key) > 200:
                 raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
-            existing_id = await self.store.redis.get(keys.idempotency(owner, idempotency_key))
+            existing_id = await self.store.idempotent_job_id(owner, idempotency_key)
             if existing_id and (existing := await self.store.get(existing_id)) is not None:
                 return existing, False
         job = await self._build_job(owner, data)
@@ -253,20 +233,6 @@ class Service:
             raise InvalidRequest("cursor is not one this server gave out")
         return await self.store.list_jobs(owner, states=states, limit=limit, cursor=cursor)
 
-    @staticmethod
-    def parse_states(text: str | None) -> set[JobState] | None:
-        """``"active,waiting"`` → states; unknown names are an ``InvalidRequest``."""
-        if not text:
-            return None
-        states = set()
-        for name in text.split(","):
-            try:
-                states.add(JobState(name.strip()))
-            except ValueError:
-                allowed = ", ".join(s.value for s in JobState)
-                raise InvalidRequest(f"unknown state {name!r}; use {allowed}") from None
-        return states
-
     async def file_path(self, owner: str, job_id: str) -> Path:
         job = await self.get(owner, job_id)
         if job.state is not JobState.COMPLETED or not job.path:
@@ -331,7 +297,7 @@ class Service:
             if job.state is JobState.WAITING:
                 # it went back to waiting (a retry) before the worker saw the request
                 return await self._stop(owner, job_id, target, action)
-            if not await self.store.redis.exists(keys.lease(job_id)):
+            if not await self.store.has_lease(job_id):
                 # Its worker died: nobody will act on the request, so do it here.
                 try:
                     job, _ = await self.store.transition(
@@ -425,11 +391,8 @@ class Service:
 
     async def _next_live(self, sub: Subscription, job_id: str) -> Event:
         while True:
-            if sub.overflowed:
-                # The listener fell behind: drop what is queued and start over from now.
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.overflowed = False
+            if sub.take_overflow():
+                # The listener fell behind: start over from now.
                 return await self._snapshot(job_id)
             try:
                 return await asyncio.wait_for(sub.get(), timeout=5.0)
@@ -465,10 +428,7 @@ class Service:
                         yield event
                         last = event.id
             while True:
-                if sub.overflowed:
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
-                    sub.overflowed = False
+                sub.take_overflow()
                 event = await sub.get()
                 if stream_id_key(event.id) <= stream_id_key(last):
                     continue
@@ -479,7 +439,7 @@ class Service:
 
     async def health(self) -> dict[str, Any]:
         """``{"redis": "ok", "workers": N}``; raises when Redis cannot be reached."""
-        await self.store.redis.ping()
+        await self.store.ping()
         return {"redis": "ok", "workers": await self.store.live_workers(WORKER_MAX_AGE)}
 
     async def stats(self) -> Stats:

@@ -22,11 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from bgdownload import keys
 from bgdownload.config import Settings
+from bgdownload.engine.fetch import Engine, FetchResult, FetchSpec
+from bgdownload.engine.limiter import TokenBucket
 from bgdownload.errors import (
     BgdownloadError,
     BlockedDestination,
@@ -34,10 +32,8 @@ from bgdownload.errors import (
     IllegalTransition,
     PartialFailure,
 )
-from bgdownload.fetch import Engine, FetchResult, FetchSpec
-from bgdownload.limiter import TokenBucket
 from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
-from bgdownload.store import Store, open_redis
+from bgdownload.store import Store, StoreError, open_redis
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +114,7 @@ class WorkerRuntime:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        store: Store,
         engine: Engine,
         requeue: Callable[[str], Awaitable[object]],
     ) -> None:
@@ -126,8 +122,7 @@ class WorkerRuntime:
         #: sends a fresh queue message for a job handed back at shutdown
         self.requeue = requeue
         self.closing = False
-        self.redis = redis
-        self.store = Store(redis, retention=settings.retention)
+        self.store = store
         self.engine = engine
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, Running] = {}
@@ -139,8 +134,9 @@ class WorkerRuntime:
     ) -> WorkerRuntime:
         assert settings.redis_url
         redis = open_redis(settings.redis_url, max_connections=REDIS_CONNECTIONS)
+        store = Store(redis, retention=settings.retention)
         limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
-        runtime = cls(settings, redis, Engine(settings, worker_limiter=limiter), requeue)
+        runtime = cls(settings, store, Engine(settings, worker_limiter=limiter), requeue)
         runtime._tasks = [
             asyncio.create_task(runtime._tick_progress(), name="bgd-progress"),
             asyncio.create_task(runtime._listen_control(), name="bgd-control"),
@@ -165,10 +161,10 @@ class WorkerRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(StoreError, OSError):
             await self.store.forget_worker(self.worker_id)
         await self.engine.aclose()
-        await self.redis.aclose()
+        await self.store.aclose()
 
     async def run_message(self, task_id: str, *, hint: str = "") -> None:
         """Handle one queue message: claim its job and run it until it rests."""
@@ -189,7 +185,7 @@ class WorkerRuntime:
                     token=token, first=(taken, job, action), task_id=task_id
                 )
                 return
-            except (RedisError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 # Returning would acknowledge the message and strand the job: keep the
                 # message and try again (resuming from the .part) once Redis answers.
                 if self.closing:
@@ -218,23 +214,19 @@ class WorkerRuntime:
                     if not still_ours:
                         log.warning("lost the lease of %s; stopping it", job.job.id)
                         self.interrupt(job.job.id, "lost")
-            except (RedisError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def _listen_control(self) -> None:
         """Deliver pause/cancel requests to running jobs within a fraction of a second."""
         while True:
             try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(keys.CONTROL_CHANNEL)
-                # Requests published before we subscribed: read the control keys once.
-                await self._poll_control()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    job_id, _, action = str(message["data"]).partition(" ")
-                    self.interrupt(job_id, action)
-            except (RedisError, OSError) as exc:
+                async with self.store.control_requests() as requests:
+                    # Requests published before we subscribed: read the control keys once.
+                    await self._poll_control()
+                    async for job_id, action in requests:
+                        self.interrupt(job_id, action)
+            except (StoreError, OSError) as exc:
                 log.warning("control channel lost (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
 
@@ -242,10 +234,9 @@ class WorkerRuntime:
         ids = list(self.running)
         if not ids:
             return
-        values = await self.redis.mget([keys.control(i) for i in ids])
-        for job_id, action in zip(ids, values, strict=True):
+        for job_id, action in zip(ids, await self.store.pending_controls(ids), strict=True):
             if action:
-                self.interrupt(job_id, str(action))
+                self.interrupt(job_id, action)
 
     def interrupt(self, job_id: str, action: str) -> None:
         running = self.running.get(job_id)
@@ -267,7 +258,7 @@ class WorkerRuntime:
                 await self.publish_progress()
                 if polls % max(1, int(2 / interval)) == 0:
                     await self._poll_control()
-            except (RedisError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 log.warning("progress tick failed: %s", exc)
 
     async def publish_progress(self, *, force: Running | None = None) -> None:
@@ -377,7 +368,7 @@ class JobRunner:
                 # error here is the caller's to retry, as for any step of the message.
                 await self.store.release_lease_and_run(self.job_id, token, task_id)
             else:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(StoreError, OSError):
                     await self.store.release_lease(self.job_id, token)
 
     async def _acquire_lease(self, token: str) -> bool:
@@ -594,7 +585,7 @@ class JobRunner:
 
 def _has_part(runner: JobRunner, entry: FileEntry | None, job: Job) -> bool:
     """Reuse the chosen name only when its ``.part`` is still there to resume."""
-    from bgdownload.safety import part_path
+    from bgdownload.engine.safety import part_path
 
     name = entry.filename if entry else job.filename
     if not name or (entry is None and job.path is None) or (entry and entry.path is None):

@@ -1,0 +1,1 @@
+"""One download: source, transport with the destination guard, writer, segments and speed limits."""

@@ -1,0 +1,21 @@
+"""The local stack: Redis, a worker and the API server as detached processes on this machine."""
+
+from bgdownload.local.stack import (
+    down,
+    ensure_up,
+    pid_alive,
+    pid_path,
+    runtime_info,
+    runtime_path,
+    status,
+)
+
+__all__ = [
+    "down",
+    "ensure_up",
+    "pid_alive",
+    "pid_path",
+    "runtime_info",
+    "runtime_path",
+    "status",
+]

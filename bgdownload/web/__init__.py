@@ -1,0 +1,1 @@
+"""What every HTTP adapter shares: requests, error responses, health, SSE/WebSocket framing."""
