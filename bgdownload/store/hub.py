@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bgdownload.models import Event
+from bgdownload.store.codec import load_event
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class EventHub:
                 if key not in self._cursors:
                     continue
                 for entry_id, fields in entries:
-                    event = Event(entry_id, fields["event"], json.loads(fields["data"]))
+                    event = load_event(entry_id, fields)
                     for sub in list(self._listeners.get(key, ())):
                         try:
                             sub.queue.put_nowait(event)

@@ -315,20 +315,17 @@ class JobRunner:
         self,
         *,
         token: str | None = None,
-        first: tuple[bool, Job | None, str | None] | None = None,
+        first: tuple[bool, Job | None, str | None],
         task_id: str | None = None,
     ) -> None:
         """Run the job until it rests.
 
         ``first`` is what :meth:`Store.claim_and_lease` already did with ``token``
-        (lease taken?, the job, its pending control); without it the lease is taken
-        here. With ``task_id`` the message's run key is released with the lease once
-        the job rests, so the next delivery of that message picks nothing.
+        (lease taken?, the job, its pending control). With ``task_id`` the message's run
+        key is released with the lease once the job rests, so the next delivery of that
+        message picks nothing.
         """
         token = token or uuid.uuid4().hex
-        if first is None:
-            # the common case in one round trip: lease free, job and pending control read
-            first = await self.store.lease_and_read(self.job_id, token, LEASE_TTL)
         taken, job, action = first
         if not taken:
             if job is None or job.state in RESTING or not await self._acquire_lease(token):

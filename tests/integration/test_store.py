@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bgdownload import keys
-from bgdownload.errors import IllegalTransition
+from bgdownload.errors import IllegalTransition, RateLimited
 from bgdownload.models import TRANSITIONS, Job, JobState, Progress
 from bgdownload.store import Store
 
@@ -109,24 +109,30 @@ async def test_idempotency_key_returns_the_first_job(redis) -> None:
     assert 0 < await redis.ttl(keys.idempotency("alice", "k")) <= 86400
 
 
+async def claimed(store: Store, task_id: str) -> str | None:
+    """The id of the job a queue message claims (its lease and job are other tests' concern)."""
+    found = await store.claim_and_lease(task_id, uuid.uuid4().hex, 5)
+    return found[0] if found else None
+
+
 async def test_queue_serves_priority_then_age_and_remembers_the_pick(redis) -> None:
     store = Store(redis)
     old, _ = await store.create(new_job())
     urgent, _ = await store.create(new_job(priority=5))
     young, _ = await store.create(new_job())
-    assert await store.claim_next("m1") == urgent.id
-    assert await store.claim_next("m1") == urgent.id  # a redelivery resumes the same job
-    assert await store.claim_next("m2") == old.id
+    assert await claimed(store, "m1") == urgent.id
+    assert await claimed(store, "m1") == urgent.id  # a redelivery resumes the same job
+    assert await claimed(store, "m2") == old.id
     await store.transition(young.id, JobState.PAUSED)  # paused jobs leave the queue
-    assert await store.claim_next("m3") is None
+    assert await claimed(store, "m3") is None
 
 
 async def test_lease_is_exclusive_and_renewable(redis) -> None:
     store = Store(redis)
     assert await store.acquire_lease("j", "a", 5)
     assert not await store.acquire_lease("j", "b", 5)
-    assert await store.renew_lease("j", "a", 5)
-    assert not await store.renew_lease("j", "b", 5)
+    assert await store.renew_leases([("j", "a")], 5) == [True]
+    assert await store.renew_leases([("j", "b")], 5) == [False]
     await store.release_lease("j", "b")
     assert not await store.acquire_lease("j", "b", 5)
     await store.release_lease("j", "a")
@@ -135,10 +141,12 @@ async def test_lease_is_exclusive_and_renewable(redis) -> None:
 
 async def test_rate_limit_allows_the_budget_then_says_when(redis) -> None:
     store = Store(redis)
-    waits = [await store.take_rate("alice", 3, 60) for _ in range(4)]
-    assert waits[:3] == [0, 0, 0]
-    assert 0 < waits[3] <= 20.5
-    assert await store.take_rate("bob", 3, 60) == 0
+    for _ in range(3):
+        assert (await store.create(new_job(), rate=(3, 60)))[1]
+    with pytest.raises(RateLimited) as limited:
+        await store.create(new_job(), rate=(3, 60))
+    assert 0 < limited.value.retry_after <= 20.5
+    assert (await store.create(new_job(owner="bob"), rate=(3, 60)))[1]
 
 
 async def test_secret_fields_are_stored_but_never_public(redis) -> None:
@@ -171,5 +179,5 @@ async def test_leases_renew_in_one_batch(redis) -> None:
     assert await store.renew_leases([("a", "ta"), ("b", "wrong"), ("c", "tc")], 9) == [
         True, False, False,
     ]
-    assert 5000 < await redis.pttl("bgd:lease:a") <= 9000
+    assert 5000 < await redis.pttl(keys.lease("a")) <= 9000
     assert await store.renew_leases([], 9) == []

@@ -1,0 +1,17 @@
+-- The job a queue message runs (the one it picked before, else the best waiting one),
+-- then take that job's lease and read the job and its pending control.
+-- The job's keys follow from its id, unknown before the pop: built from the prefixes.
+-- KEYS: run key, queue zset.  ARGV: run ttl s, lease token, lease ttl ms,
+--       job key prefix, lease key prefix, control key prefix
+-- Returns false when nothing is waiting, else {job id, lease taken 1/0, control or '',
+-- the job hash as a flat list}.
+local picked = redis.call('GET', KEYS[1])
+if not picked then
+  local best = redis.call('ZPOPMIN', KEYS[2])
+  if #best == 0 then return false end
+  picked = best[1]
+  redis.call('SET', KEYS[1], picked, 'EX', ARGV[1])
+end
+local taken = redis.call('SET', ARGV[5] .. picked, ARGV[2], 'NX', 'PX', ARGV[3]) and 1 or 0
+local control = redis.call('GET', ARGV[6] .. picked) or ''
+return {picked, taken, control, redis.call('HGETALL', ARGV[4] .. picked)}

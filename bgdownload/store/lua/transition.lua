@@ -1,0 +1,26 @@
+-- Move a job to a new state with its `state` event, unless its state changed meanwhile.
+-- KEYS: job hash, job stream, owner stream, queue zset, stats hash
+-- ARGV: expected state, new state, event data, job maxlen, owner maxlen,
+--       ttl seconds (0 = keep), queue score ('' = not queued), job id, field, value, ...
+-- Returns {1, event id}, or {0, current state ('' = no such job)} when it is not the expected one.
+local current = redis.call('HGET', KEYS[1], 'state')
+if current ~= ARGV[1] then return {0, current or ''} end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'event', 'state', 'data', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'event', 'state', 'data', ARGV[3])
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
+else
+  redis.call('ZREM', KEYS[4], ARGV[8])
+end
+redis.call('HINCRBY', KEYS[5], ARGV[1], -1)
+redis.call('HINCRBY', KEYS[5], ARGV[2], 1)
+return {1, id}

@@ -1,0 +1,115 @@
+"""The waiting queue, leases and control requests: how a worker claims and holds a job."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from bgdownload import keys
+from bgdownload.models import Job
+from bgdownload.store.base import StoreBase
+from bgdownload.store.codec import load_flat_job
+
+#: how long a control request waits for the worker that runs the job
+_CONTROL_TTL = 86400
+
+
+class QueueStore(StoreBase):
+    """Claims, leases and control requests of the jobs in the queue."""
+
+    async def claim_and_lease(
+        self, task_id: str, token: str, ttl: float
+    ) -> tuple[str, bool, Job | None, str | None] | None:
+        """The job a queue message runs, its lease and its state, in one round trip.
+
+        The job is the one the message picked before (a redelivery resumes it), else
+        the best waiting one. None when nothing is waiting; else the job id, whether
+        the lease was taken, the job (None if it is gone) and its pending control request.
+        """
+        found = await self._scripts.claim_and_lease(
+            keys=[keys.run(task_id), keys.QUEUE],
+            args=[int(self.retention) + 86400, token, int(ttl * 1000),
+                  keys.job(""), keys.lease(""), keys.control("")],
+        )
+        if not found:
+            return None
+        picked, taken, control, flat = found
+        return str(picked), bool(int(taken)), load_flat_job(flat), control or None
+
+    async def release_lease_and_run(self, job_id: str, token: str, task_id: str) -> None:
+        """:meth:`release_lease` and :meth:`release_run` in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._scripts.lease_release(keys=[keys.lease(job_id)], args=[token], client=pipe)
+            pipe.delete(keys.run(task_id))
+            await pipe.execute()
+
+    async def release_run(self, task_id: str) -> None:
+        await self.redis.delete(keys.run(task_id))
+
+    async def requeue(self, job_id: str, priority: int, created_ms: int) -> None:
+        """Put a job back in the waiting set (e.g. a message died before it ran)."""
+        await self.redis.zadd(keys.QUEUE, {job_id: keys.queue_score(priority, created_ms)})
+
+    async def queue_depth(self) -> int:
+        return int(await self.redis.zcard(keys.QUEUE))
+
+    async def acquire_lease(self, job_id: str, token: str, ttl: float) -> bool:
+        return bool(await self.redis.set(keys.lease(job_id), token, nx=True, px=int(ttl * 1000)))
+
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl: float) -> list[bool]:
+        """Renew many ``(job id, token)`` leases in one round trip; which are still ours."""
+        if not leases:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, token in leases:
+                await self._scripts.lease_renew(
+                    keys=[keys.lease(job_id)], args=[token, int(ttl * 1000)], client=pipe
+                )
+            results = await pipe.execute()
+        return [bool(r) for r in results]
+
+    async def release_lease(self, job_id: str, token: str) -> None:
+        await self._scripts.lease_release(keys=[keys.lease(job_id)], args=[token])
+
+    async def has_lease(self, job_id: str) -> bool:
+        """Whether a live worker holds ``job_id`` (its lease has not expired)."""
+        return bool(await self.redis.exists(keys.lease(job_id)))
+
+    async def request_control(self, job_id: str, action: str) -> None:
+        """Ask the worker running ``job_id`` to ``cancel`` or ``pause`` it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.control(job_id), action, ex=_CONTROL_TTL)
+            pipe.publish(keys.CONTROL_CHANNEL, f"{job_id} {action}")
+            await pipe.execute()
+
+    async def pending_controls(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The control request (``pause``/``cancel``) waiting for each job, if any."""
+        if not job_ids:
+            return []
+        values = await self.redis.mget([keys.control(i) for i in job_ids])
+        return [str(v) if v else None for v in values]
+
+    @contextlib.asynccontextmanager
+    async def control_requests(self) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+        """Subscribe to control requests; yields ``(job_id, action)`` for each one published
+        from the moment the ``async with`` is entered (never ends by itself)."""
+        pubsub = self.redis.pubsub()
+
+        async def requests() -> AsyncIterator[tuple[str, str]]:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    job_id, _, action = str(message["data"]).partition(" ")
+                    yield job_id, action
+
+        try:
+            await pubsub.subscribe(keys.CONTROL_CHANNEL)
+            yield requests()
+        finally:
+            await pubsub.aclose()
+
+    async def get_control(self, job_id: str) -> str | None:
+        value = await self.redis.get(keys.control(job_id))
+        return str(value) if value else None
+
+    async def clear_control(self, job_id: str) -> None:
+        await self.redis.delete(keys.control(job_id))
