@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.nginx import run_nginx  # noqa: E402
+from bgdownload import keys  # noqa: E402
 from bgdownload.local.redisproc import RedisProcess, free_port, start_redis  # noqa: E402
 
 #: source files, shared with bench_single.py (same names, so a 1 GiB blob is made once)
@@ -316,7 +317,7 @@ def _worker_seen(redis_url: str) -> bool:
     import redis
 
     with redis.Redis.from_url(redis_url) as r:
-        return bool(r.zcard("bgd:workers"))
+        return bool(r.zcard(keys.WORKERS))
 
 
 def wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
