@@ -3,6 +3,10 @@
 Exit status: 0 success, 1 a job failed (or any other error), 2 a usage error,
 130 interrupted. Every error is one line on stderr; no tracebacks.
 
+The client, the server, the local stack and rich are imported by the commands
+that use them, so ``bgdownload --help`` (and ``worker``, ``serve``) do not pay
+for the others.
+
     bgdownload up                          # Redis + worker + API in the background
     bgdownload get https://example.org/x.iso -o x.iso --sha256 <hex>
     bgdownload get URL --detach            # prints the job id at once
@@ -14,12 +18,12 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from bgdownload import local
 from bgdownload.config import Settings
 from bgdownload.errors import BgdownloadError, InvalidRequest
 from bgdownload.models import JobState, parse_states
@@ -35,8 +39,6 @@ _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("bgdownload")
     except PackageNotFoundError:  # running from a source checkout that is not installed
@@ -48,7 +50,6 @@ def _settings() -> Settings:
 
 
 def _client() -> Client:
-    # imported late: `bgdownload worker`/`serve` should not pay for the client's imports
     from bgdownload.client import Client
 
     return Client()
@@ -68,6 +69,8 @@ def _file_location(job: Job) -> str:
         return ""
     settings = _settings()
     if settings.api_url is None:
+        from bgdownload import local
+
         info = local.runtime_info(settings)
         if info and info.get("download_dir"):
             return str(Path(info["download_dir"]) / job.path)
@@ -135,6 +138,8 @@ def cli() -> None:
 @cli.command()
 def up() -> int:
     """Start the local stack in the background (Redis, a worker, the API); print the API URL."""
+    from bgdownload import local
+
     settings = _settings()
     info = local.ensure_up(settings)
     if info["started"]:
@@ -147,6 +152,8 @@ def up() -> int:
 @cli.command()
 def down() -> int:
     """Stop the local stack that `up` started."""
+    from bgdownload import local
+
     stopped = local.down(_settings())
     click.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running", err=True)
     return 0
@@ -156,6 +163,8 @@ def down() -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def status(as_json: bool) -> int:
     """Show what of the local stack runs, where, and its logs."""
+    from bgdownload import local
+
     report = local.status(_settings())
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -11,17 +11,19 @@ runs it on a background event loop and blocks on the results.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 import httpx
 
 from bgdownload import errors
-from bgdownload.client import protocol
+from bgdownload.client import discovery, protocol
 from bgdownload.client.job import AsyncJob
 from bgdownload.client.journal import Journal
+from bgdownload.client.options import DownloadOptions
+from bgdownload.client.panel import ActivePanel
 from bgdownload.client.protocol import Call, JobInfo, RetryPolicy
 from bgdownload.client.sse import EventSource
 from bgdownload.models import Event, JobState, parse_states
@@ -53,13 +55,9 @@ class AsyncClient:
         stream_max_failures: int | None = 30,
     ) -> None:
         if url is None or journal is True:
-            from bgdownload.client.default import resolve_settings
-
-            settings = resolve_settings()
+            settings = discovery.resolve_settings()
             if url is None:
-                from bgdownload.client.default import resolve_api
-
-                url, env_token = resolve_api(settings)
+                url, env_token = discovery.resolve_api(settings)
                 token = token if token is not None else env_token
             if journal is True:
                 journal = Journal.in_state_dir(settings.state_dir)
@@ -120,24 +118,15 @@ class AsyncClient:
     # -- jobs ----------------------------------------------------------------------------------
 
     async def download(
-        self,
-        url: str | None = None,
-        *,
-        filename: str | None = None,
-        sha256: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        files: Iterable[Mapping[str, Any] | str] | None = None,
-        priority: int | None = None,
-        max_speed: int | None = None,
-        connections: int | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        self, url: str | None = None, **options: Unpack[DownloadOptions]
     ) -> AsyncJob:
-        """Start a download (API.md §2 ``POST /downloads``); returns at once."""
-        call = protocol.create_call(
-            url, files=files, filename=filename, sha256=sha256, headers=headers,
-            priority=priority, max_speed=max_speed, connections=connections, metadata=metadata,
-        )
-        job = await self._job(call)
+        """Start a download (API.md §2 ``POST /downloads``); returns at once.
+
+        ``options`` are :class:`~bgdownload.client.options.DownloadOptions`:
+        ``filename``, ``sha256``, ``headers``, ``files``, ``priority``,
+        ``max_speed``, ``connections``, ``metadata``.
+        """
+        job = await self._job(protocol.create_call(url, **options))
         if self.journal is not None:
             self.journal.record(job.id, self.url)
         return job
@@ -221,8 +210,6 @@ class AsyncClient:
 
     def active(self) -> Any:
         """A live panel of the caller's active downloads, driven on the running loop."""
-        from bgdownload.client.widgets import ActivePanel
-
         return ActivePanel(self, asyncio.get_running_loop())
 
     @asynccontextmanager

@@ -1,52 +1,22 @@
 """The module-level API (``bgd.download`` …) and the default client behind it.
 
-Where the API is, in order: ``BGDOWNLOAD_URL`` (with ``BGDOWNLOAD_TOKEN``); the
-local stack's runtime file when it runs; else the local stack is started —
-it outlives this process, so the next kernel finds it running.
+The default client finds the API itself (:mod:`bgdownload.client.discovery`):
+``BGDOWNLOAD_URL``, else the local stack, started on first use.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any, overload
+from collections.abc import Iterable
+from typing import Any, Unpack, overload
 
 from bgdownload.client.job import Job
+from bgdownload.client.options import DownloadOptions
 from bgdownload.client.sync import Client
-from bgdownload.config import Settings
-from bgdownload.errors import ServerUnavailable
 from bgdownload.models import JobState
 
 _lock = threading.Lock()
 _client: Client | None = None
-_announced = False
-
-
-def resolve_settings() -> Settings:
-    return Settings.from_env()
-
-
-def resolve_api(settings: Settings) -> tuple[str, str | None]:
-    """``(api_url, token)`` for the default client, starting the local stack if needed."""
-    global _announced
-    if settings.api_url:
-        return settings.api_url, settings.token
-    from bgdownload import local
-
-    info = local.runtime_info(settings)
-    if info is None:
-        if not _announced:
-            _announced = True
-            print("Starting the local bgdownload stack…", file=sys.stderr, flush=True)
-        info = local.ensure_up(settings)
-        if not info or not info.get("api_url"):
-            info = local.runtime_info(settings)
-    if not info or not info.get("api_url"):
-        raise ServerUnavailable(
-            "the local bgdownload stack did not come up; see `bgdownload status` for its logs"
-        )
-    return str(info["api_url"]).rstrip("/"), settings.token
 
 
 def default_client() -> Client:
@@ -66,27 +36,17 @@ def set_default_client(client: Client | None) -> Client | None:
         return old
 
 
-def download(
-    url: str | None = None,
-    *,
-    filename: str | None = None,
-    sha256: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    files: Iterable[Mapping[str, Any] | str] | None = None,
-    priority: int | None = None,
-    max_speed: int | None = None,
-    connections: int | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> Job:
+def download(url: str | None = None, **options: Unpack[DownloadOptions]) -> Job:
     """Start downloading ``url`` in the background and return its :class:`Job` at once.
+
+    ``options``: ``filename``, ``sha256``, ``headers``, ``files``, ``priority``,
+    ``max_speed``, ``connections``, ``metadata`` (see
+    :class:`~bgdownload.client.options.DownloadOptions`).
 
     >>> job = bgd.download("https://example.org/big.iso", filename="big.iso")
     >>> job.wait()  # progress bar; raises bgd.DownloadFailed if it fails
     """
-    return default_client().download(
-        url, filename=filename, sha256=sha256, headers=headers, files=files,
-        priority=priority, max_speed=max_speed, connections=connections, metadata=metadata,
-    )
+    return default_client().download(url, **options)
 
 
 @overload

@@ -4,41 +4,52 @@
 every call on the sync client's background loop. Events applied to a job move
 its fields forward (``job.state``, ``job.progress`` …); an event older than
 what the job already shows is ignored, so two streams (a widget and a
-``wait()``) can feed the same job.
+``wait()``) can feed the same job. Jobs know their client only through
+:class:`JobClient`, so this module depends on no client class.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bgdownload import errors
-from bgdownload.client import protocol, text
+from bgdownload.client import display, protocol, text
+from bgdownload.client.display import JobWidgets
+from bgdownload.client.loop import LoopThread
 from bgdownload.client.protocol import ErrorInfo, JobInfo
 from bgdownload.models import Event, FileEntry, JobState, Progress
 
-if TYPE_CHECKING:
-    from bgdownload.client.aio import AsyncClient
-    from bgdownload.client.sync import Client
-    from bgdownload.client.terminal import TerminalBar
-    from bgdownload.client.widgets import JobWidget
+
+class JobClient(Protocol):
+    """The calls jobs and widgets make on the async client behind them (``AsyncClient``)."""
+
+    async def get(self, job_id: str) -> AsyncJob: ...
+    async def jobs(self, state: Iterable[JobState]) -> list[AsyncJob]: ...
+    async def pause(self, job_id: str) -> AsyncJob: ...
+    async def resume(self, job_id: str) -> AsyncJob: ...
+    async def cancel(self, job_id: str) -> AsyncJob: ...
+    async def retry(self, job_id: str) -> AsyncJob: ...
+    async def delete(self, job_id: str, *, delete_file: bool = False) -> None: ...
+    def events(
+        self, job_id: str | None = None, *, last_event_id: str | None = None
+    ) -> AsyncGenerator[Event, None]: ...
 
 
-#: how long ``Job.wait()`` lets its widgets catch up with the outcome (seconds)
-_SETTLE_TIMEOUT = 5.0
+class BlockingJobClient(Protocol):
+    """The blocking client a :class:`Job` came from (``Client``), as ``job.client``."""
 
-
-def in_notebook() -> bool:
-    """Running inside a Jupyter kernel (not a terminal IPython, not a script)."""
-    if "IPython" not in sys.modules:
-        return False
-    from IPython.core.getipython import get_ipython
-
-    shell = get_ipython()  # type: ignore[no-untyped-call]
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    def get(self, job_id: str) -> Job: ...
+    def pause(self, job_id: str) -> Job: ...
+    def resume(self, job_id: str) -> Job: ...
+    def cancel(self, job_id: str) -> Job: ...
+    def retry(self, job_id: str) -> Job: ...
+    def delete(self, job_id: str, *, delete_file: bool = False) -> None: ...
+    def events(
+        self, job_id: str | None = None, *, last_event_id: str | None = None
+    ) -> Iterator[Event]: ...
 
 
 class _Fields:
@@ -110,24 +121,30 @@ class _Fields:
 class AsyncJob(_Fields):
     """One job, seen through an :class:`~bgdownload.AsyncClient`."""
 
-    def __init__(self, client: AsyncClient, info: JobInfo) -> None:
+    def __init__(self, client: JobClient, info: JobInfo) -> None:
         self._client = client
         self._info = info
         self._order: tuple[int, int] | None = None
-        self._widgets: list[JobWidget] = []
+        self._widgets = JobWidgets(self)
 
     @property
     def info(self) -> JobInfo:
         return self._info
 
     @property
-    def client(self) -> AsyncClient:
+    def client(self) -> JobClient:
         return self._client
+
+    @property
+    def widgets(self) -> JobWidgets:
+        """The notebook widgets showing this job (shared with its blocking twin)."""
+        return self._widgets
 
     def __repr__(self) -> str:
         return text.summary(self._info, "AsyncJob")
 
-    def _apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> None:
+        """Move the job's fields forward by a §3 event; an older event than shown is ignored."""
         order = protocol.event_order(event.id)
         if order is not None and self._order is not None and order <= self._order:
             return
@@ -164,7 +181,7 @@ class AsyncJob(_Fields):
         stream = self._client.events(self.id, last_event_id=last_event_id)
         try:
             async for event in stream:
-                self._apply(event)
+                self.apply(event)
                 yield event
                 if protocol.is_terminal_event(event):
                     return
@@ -182,23 +199,17 @@ class AsyncJob(_Fields):
 
         ``progress`` shows a widget in a notebook, a bar on a terminal, else nothing.
         """
-        bar: TerminalBar | None = None
+        bar = None
         if progress and on_update is None:
-            if in_notebook():
-                self._show_widget_once(asyncio.get_running_loop())
-            else:
-                from bgdownload.client.terminal import TerminalBar
-
-                bar = TerminalBar.for_stdout(self._info)
-                on_update = bar.update if bar else None
+            bar = display.show_progress(self._widgets, asyncio.get_running_loop())
+            on_update = bar.update if bar else None
         try:
             await self._follow(timeout, on_update)
         finally:
             if bar is not None:
                 bar.close(self._info)
             # as Job.wait: let the widgets draw the outcome before this returns
-            for widget in self._widgets:
-                await widget.settled(_SETTLE_TIMEOUT)
+            await self._widgets.settled()
         return self
 
     async def _follow(
@@ -230,34 +241,12 @@ class AsyncJob(_Fields):
                 code=code, job=self,
             )
 
-    # -- notebook display ---------------------------------------------------------------------
-
-    def _show_widget(self, loop: asyncio.AbstractEventLoop | None) -> JobWidget:
-        """Display a live widget fed by this job's stream running on ``loop``."""
-        from IPython.display import display
-
-        from bgdownload.client.widgets import JobWidget
-
-        widget = JobWidget(self, loop)
-        display(widget.widget)  # type: ignore[no-untyped-call]
-        widget.start()
-        self._widgets = [w for w in self._widgets if w.live]
-        self._widgets.append(widget)
-        return widget
-
-    def _show_widget_once(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        if not any(w.live for w in self._widgets):
-            self._show_widget(loop)
-
     def _ipython_display_(self) -> None:
-        if not in_notebook():
-            print(repr(self))
-            return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        self._show_widget(loop)
+        display.show_job(self._widgets, loop, repr(self))
 
 
 class Job(_Fields):
@@ -268,16 +257,17 @@ class Job(_Fields):
     'big.iso'
     """
 
-    def __init__(self, client: Client, job: AsyncJob) -> None:
+    def __init__(self, client: BlockingJobClient, job: AsyncJob, runner: LoopThread) -> None:
         self._client = client
         self._async = job
+        self._runner = runner
 
     @property
     def info(self) -> JobInfo:
         return self._async.info
 
     @property
-    def client(self) -> Client:
+    def client(self) -> BlockingJobClient:
         return self._client
 
     def __repr__(self) -> str:
@@ -285,32 +275,32 @@ class Job(_Fields):
 
     def refresh(self) -> Job:
         """Fetch the job's current state."""
-        self._client._run(self._async.refresh())
+        self._runner.run(self._async.refresh())
         return self
 
     def pause(self) -> Job:
-        self._client._run(self._async.pause())
+        self._runner.run(self._async.pause())
         return self
 
     def resume(self) -> Job:
-        self._client._run(self._async.resume())
+        self._runner.run(self._async.resume())
         return self
 
     def cancel(self) -> Job:
-        self._client._run(self._async.cancel())
+        self._runner.run(self._async.cancel())
         return self
 
     def retry(self) -> Job:
         """Queue a failed or cancelled job again."""
-        self._client._run(self._async.retry())
+        self._runner.run(self._async.retry())
         return self
 
     def delete(self, *, delete_file: bool = False) -> None:
-        self._client._run(self._async.delete(delete_file=delete_file))
+        self._runner.run(self._async.delete(delete_file=delete_file))
 
     def events(self, *, last_event_id: str | None = None) -> Iterator[Event]:
         """The job's §3 events, reconnecting by itself; ends after the terminal state."""
-        return self._client._iterate(self._async.events(last_event_id=last_event_id))
+        return self._runner.iterate(self._async.events(last_event_id=last_event_id))
 
     def wait(self, timeout: float | None = None, *, progress: bool = True) -> Job:
         """Block until the job is terminal; raises DownloadFailed if it failed or was cancelled.
@@ -318,35 +308,23 @@ class Job(_Fields):
         ``progress`` shows a widget in a notebook (updated from the client's own
         thread, so it moves while this blocks), a bar on a terminal, else nothing.
         """
-        bar: TerminalBar | None = None
-        if progress and in_notebook():
-            self._async._show_widget_once(self._client._loop)
-        elif progress:
-            from bgdownload.client.terminal import TerminalBar
-
-            bar = TerminalBar.for_stdout(self.info)
+        widgets = self._async.widgets
+        bar = display.show_progress(widgets, self._runner.loop) if progress else None
         try:
-            self._client._run(
+            self._runner.run(
                 self._async.wait(timeout, progress=False, on_update=bar.update if bar else None)
             )
         except errors.DownloadFailed as exc:
             exc.job = self
-            self._settle_widgets()
+            # the widgets follow their own streams: let them draw the outcome before this
+            # returns, so it is shown (and saved by headless runners) with the waiting cell
+            widgets.settle()
             raise
         finally:
             if bar is not None:
                 bar.close(self.info)
-        self._settle_widgets()
+        widgets.settle()
         return self
 
-    def _settle_widgets(self) -> None:
-        # the widgets follow their own streams: let them draw the outcome before this
-        # returns, so it is shown (and saved by headless runners) with the waiting cell
-        for widget in self._async._widgets:
-            widget.settle(_SETTLE_TIMEOUT)
-
     def _ipython_display_(self) -> None:
-        if not in_notebook():
-            print(repr(self))
-            return
-        self._async._show_widget(self._client._loop)
+        display.show_job(self._async.widgets, self._runner.loop, repr(self))

@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
 from bgdownload import errors
+from bgdownload.client.options import DownloadOptions, check_options
 from bgdownload.models import Event, FileEntry, JobState, Progress, parse_time
 from bgdownload.retry_after import parse_retry_after
 
@@ -176,19 +177,12 @@ def job_path(job_id: str, suffix: str = "") -> str:
 
 
 def create_call(
-    url: str | None = None,
-    *,
-    files: Iterable[Mapping[str, Any] | str] | None = None,
-    filename: str | None = None,
-    sha256: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    priority: int | None = None,
-    max_speed: int | None = None,
-    connections: int | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
+    url: str | None = None, *, idempotency_key: str | None = None,
+    **options: Unpack[DownloadOptions],
 ) -> Call:
     """``POST /downloads``; a fresh Idempotency-Key makes retrying it safe."""
+    check_options(options)
+    files = options.get("files")
     if url is None and files is None:
         raise errors.InvalidRequest("download() needs a url (or files=[...] for a batch)")
     if url is not None and not isinstance(url, str):
@@ -198,13 +192,14 @@ def create_call(
         body["url"] = url
     if files is not None:
         body["files"] = [{"url": f} if isinstance(f, str) else dict(f) for f in files]
-    optional = {
-        "filename": filename, "sha256": sha256, "priority": priority, "max_speed": max_speed,
-        "connections": connections,
-    }
-    body.update({k: v for k, v in optional.items() if v is not None})
+    for name in ("filename", "sha256", "priority", "max_speed", "connections"):
+        value = options.get(name)
+        if value is not None:
+            body[name] = value
+    headers = options.get("headers")
     if headers:
         body["headers"] = dict(headers)
+    metadata = options.get("metadata")
     if metadata is not None:
         body["metadata"] = dict(metadata)
     key = idempotency_key or str(uuid.uuid4())
@@ -241,7 +236,6 @@ def delete_call(job_id: str, *, delete_file: bool = False) -> Call:
 
 def events_path(job_id: str | None = None) -> str:
     return job_path(job_id, "/events") if job_id is not None else f"{API_PREFIX}/events"
-
 
 
 # -- responses --------------------------------------------------------------------------------

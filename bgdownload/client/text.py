@@ -6,12 +6,8 @@ say the same thing the same way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from bgdownload.client.protocol import JobInfo
 from bgdownload.models import JobState
-
-if TYPE_CHECKING:
-    from bgdownload.client.protocol import JobInfo
 
 _UNITS = ("kB", "MB", "GB", "TB", "PB")
 

@@ -1,4 +1,4 @@
-"""Notebook widgets: one row per job (like ``tqdm.notebook``) and the Active Downloads panel.
+"""The notebook widget of one job: a row like ``tqdm.notebook``'s, with pause/resume/cancel.
 
 ipywidgets is imported only when a widget is shown, with an actionable error
 when missing. Widgets are fed by event streams running on an asyncio loop —
@@ -19,18 +19,15 @@ import concurrent.futures
 import contextvars
 import html
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bgdownload import errors
-from bgdownload.client import protocol, text
-from bgdownload.client.job import AsyncJob
+from bgdownload.client import text
 from bgdownload.client.protocol import JobInfo
-from bgdownload.models import JobState
-
-if TYPE_CHECKING:
-    from bgdownload.client.aio import AsyncClient
+from bgdownload.models import Event, JobState
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +45,21 @@ _PULSE_CSS = (
     "<style>@keyframes bgd-pulse{0%{opacity:1}50%{opacity:.35}100%{opacity:1}}"
     ".bgd-pulse .progress-bar{animation:bgd-pulse 1.2s ease-in-out infinite}</style>"
 )
+
+
+class ShownJob(Protocol):
+    """What a row needs from the job it shows (:class:`~bgdownload.client.AsyncJob` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def info(self) -> JobInfo: ...
+    def apply(self, event: Event) -> None: ...
+    def events(self) -> AsyncIterator[Event]: ...
+    async def refresh(self) -> object: ...
+    async def pause(self) -> object: ...
+    async def resume(self) -> object: ...
+    async def cancel(self) -> object: ...
 
 
 def submit(coro: Any, loop: asyncio.AbstractEventLoop) -> Future[Any]:
@@ -75,10 +87,17 @@ def require_ipywidgets() -> ModuleType:
     return module
 
 
+def show(widget: Any) -> None:
+    """Display ``widget`` in the notebook's output (IPython is there whenever widgets are)."""
+    from IPython.display import display
+
+    display(widget)  # type: ignore[no-untyped-call]
+
+
 class JobWidget:
     """``name | bar | 12.3 MB / 50.0 MB · 3.4 MB/s · 12 s left | state | ⏸ ▶ ✖``."""
 
-    def __init__(self, job: AsyncJob, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, job: ShownJob, loop: asyncio.AbstractEventLoop | None) -> None:
         w = require_ipywidgets()
         self.job = job
         self._loop = loop
@@ -185,91 +204,4 @@ class JobWidget:
             button.layout.display = None if shown[action] else "none"
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)  # type: ignore[no-untyped-call]
-
-
-class ActivePanel:
-    """Every live download of the caller, rows added and removed as events arrive.
-
-    Rows come from ``GET /downloads?state=waiting,active,paused``, then from
-    ``GET /api/v1/events``: a job seen for the first time gets a row, a job
-    that reaches a terminal state shows its outcome for ``linger`` seconds and goes.
-    """
-
-    def __init__(
-        self, client: AsyncClient, loop: asyncio.AbstractEventLoop, *, linger: float = 3.0
-    ) -> None:
-        w = require_ipywidgets()
-        self._client = client
-        self._loop = loop
-        self._linger = linger
-        self.rows: dict[str, JobWidget] = {}
-        self._empty = w.HTML("<i>No active downloads</i>")
-        self._problem = w.HTML()
-        self.widget = w.VBox(
-            [w.HTML("<b>Active downloads</b>"), self._empty, self._problem]
-        )
-        self._future = submit(self._run(), loop)
-
-    def __repr__(self) -> str:
-        return f"<ActivePanel: {len(self.rows)} downloads>"
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        """Stop following events (the widget stays as it was)."""
-        self._future.cancel()
-
-    def _layout(self) -> None:
-        rows = [row.widget for row in self.rows.values()]
-        self.widget.children = [self.widget.children[0], *(rows or [self._empty]), self._problem]
-
-    def _add(self, job: AsyncJob) -> None:
-        if job.id not in self.rows:
-            self.rows[job.id] = JobWidget(job, self._loop)
-            self._layout()
-
-    def _remove(self, job_id: str) -> None:
-        row = self.rows.get(job_id)
-        if row is not None and row.job.state.terminal:
-            del self.rows[job_id]
-            self._layout()
-
-    async def _run(self) -> None:
-        try:
-            for job in reversed(await self._client.jobs(protocol.LIVE_STATES)):
-                self._add(job)
-            async for event in self._client.events():
-                await self._on_event(event)
-        except errors.BgdownloadError as exc:
-            self._problem.value = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
-        except Exception:
-            log.exception("the active downloads panel stopped")
-            raise
-
-    async def _on_event(self, event: Any) -> None:
-        job_id = event.data.get("id")
-        if not isinstance(job_id, str):
-            return
-        row = self.rows.get(job_id)
-        if row is None:
-            if event.data.get("state") not in {s.value for s in protocol.LIVE_STATES}:
-                return
-            if event.event == "snapshot":
-                job = AsyncJob(self._client, JobInfo.from_dict(event.data))
-            else:
-                try:
-                    job = await self._client.get(job_id)
-                except errors.NotFound:
-                    return
-            self._add(job)
-            return
-        row.job._apply(event)
-        row.render(row.job.info)
-        if row.job.state.terminal:
-            asyncio.get_running_loop().call_later(self._linger, self._remove, job_id)
+        show(self.widget)

@@ -82,6 +82,24 @@ def test_create_call_has_a_fresh_idempotency_key_each_time():
     assert first.idempotent
 
 
+def test_create_call_sends_every_download_option():
+    call = protocol.create_call(
+        None, files=["https://example.org/a", {"url": "https://example.org/b"}],
+        filename=None, sha256="ab" * 32, headers={"Cookie": "c"}, priority=1, max_speed=10,
+        connections=4, metadata={"k": "v"},
+    )
+    assert call.json == {
+        "files": [{"url": "https://example.org/a"}, {"url": "https://example.org/b"}],
+        "sha256": "ab" * 32, "priority": 1, "max_speed": 10, "connections": 4,
+        "headers": {"Cookie": "c"}, "metadata": {"k": "v"},
+    }
+
+
+def test_an_unknown_download_option_is_a_type_error():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        protocol.create_call("https://example.org/a", colour="red")  # type: ignore[call-arg]
+
+
 def test_create_call_needs_a_url():
     with pytest.raises(errors.InvalidRequest, match="needs a url"):
         protocol.create_call()

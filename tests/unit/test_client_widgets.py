@@ -9,8 +9,9 @@ import httpx
 
 from bgdownload.client import AsyncClient
 from bgdownload.client.job import AsyncJob
+from bgdownload.client.panel import ActivePanel
 from bgdownload.client.protocol import JobInfo
-from bgdownload.client.widgets import ActivePanel, JobWidget
+from bgdownload.client.widgets import JobWidget
 
 from .client_fakes import JOB_ID, Recorder, job_json, sse_event, sse_response
 

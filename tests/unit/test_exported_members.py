@@ -1,4 +1,10 @@
-"""The public API is exactly what API.md §10 lists, and __all__ stays sorted and complete."""
+"""The public API is exactly what API.md §10 lists, __all__ stays sorted and complete, and
+importing the package (or its errors) stays cheap: the client loads on first use."""
+
+import subprocess
+import sys
+
+import pytest
 
 import bgdownload
 
@@ -19,3 +25,22 @@ def test_no_other_public_names_leak():
         if not name.startswith("_") and type(value).__name__ != "module"
     }
     assert public <= set(bgdownload.__all__)
+
+
+def test_dir_lists_every_public_name():
+    assert set(bgdownload.__all__) <= set(dir(bgdownload))
+
+
+@pytest.mark.parametrize("module", ["bgdownload", "bgdownload.errors", "bgdownload.cli"])
+def test_importing_the_package_loads_no_client(module):
+    # a fresh interpreter: this one has long imported the client; the CLI imports
+    # what a command needs when it runs, so `bgdownload --help` stays fast
+    code = (
+        f"import sys, {module}\n"
+        "heavy = ('httpx', 'rich', 'ipywidgets', 'bgdownload.client', 'bgdownload.server')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == []
