@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import bgdownload
 from bgdownload.config import Settings
 from bgdownload.errors import BgdownloadError, ConfigError
 from bgdownload.local.procs import (
@@ -71,7 +70,7 @@ def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     # a source checkout that is not installed must still be importable by the children
-    root = str(Path(bgdownload.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding bgdownload/
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
     return env
