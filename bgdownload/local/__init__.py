@@ -1,14 +1,8 @@
 """The local stack: Redis, a worker and the API server as detached processes on this machine."""
 
-from bgdownload.local.stack import (
-    down,
-    ensure_up,
-    pid_alive,
-    pid_path,
-    runtime_info,
-    runtime_path,
-    status,
-)
+from bgdownload.local.procs import pid_alive
+from bgdownload.local.runtime import pid_path, runtime_info, runtime_path
+from bgdownload.local.stack import down, ensure_up, status
 
 __all__ = [
     "down",

@@ -1,15 +1,8 @@
-"""The local stack: Redis, one worker and the API server as detached processes.
+"""The local stack: start, stop and report Redis, one worker and the API server.
 
 ``bgdownload up`` and the client's first call (when ``BGDOWNLOAD_URL`` is not
-set) go through :func:`ensure_up`. Everything lives in the state dir::
-
-    <state_dir>/runtime.json      what runs: api_url, redis_url, pids, logs (see below)
-    <state_dir>/up.lock           fcntl lock: one ``up``/``down`` at a time, across processes
-    <state_dir>/run/<name>.pid    one pid file per process, for humans and tools
-    <state_dir>/logs/<name>.log   stdout+stderr of each process (kept after ``down``)
-    <state_dir>/redis/            the local Redis's append-only file: queued jobs survive
-
-Choices worth knowing:
+set) go through :func:`ensure_up`; what runs is recorded in the state dir by
+:mod:`bgdownload.local.runtime`. Choices worth knowing:
 
 - Redis is ``BGDOWNLOAD_REDIS_URL`` when set (external: never started or
   stopped here), else ``redis-server``/``valkey-server`` on PATH, else
@@ -19,161 +12,50 @@ Choices worth knowing:
   URL's port, so a client configured with that URL finds the stack ``up``
   started. ``BGDOWNLOAD_URL`` naming another host is a remote API: ``up``
   refuses rather than start a stack nobody would talk to.
-- Each process is started through a short-lived launcher (a double fork) in a
-  session of its own, so it outlives the caller (a notebook kernel, a shell)
-  and never becomes the caller's zombie. Its pid is also its process group id,
-  which is how ``down`` stops the taskiq worker's child processes too.
-- A pid is trusted only together with its start time (``/proc``) and boot id,
-  so a stale runtime file after a reboot, or a recycled pid, is never taken
-  for a live process, and ``down`` never signals a stranger.
-
-The generic half of those last two points (launching, liveness, signalling,
-log rotation) lives in :mod:`bgdownload.local.procs`; this module decides what runs.
+- Each process runs detached in a session of its own (see
+  :mod:`bgdownload.local.procs`), so it outlives the caller, and ``down`` stops
+  its whole process group, the taskiq worker's children included.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import ipaddress
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-import bgdownload
-from bgdownload.config import Settings, read_runtime_file
+from bgdownload.config import Settings
 from bgdownload.errors import BgdownloadError, ConfigError
-
-# The ``x as x`` names are re-exported: callers and tests use them as ``local.x``.
-from bgdownload.local.procs import STOP_GRACE as STOP_GRACE
-from bgdownload.local.procs import boot_id, open_log, owned_group, spawn_detached
-from bgdownload.local.procs import last_log_line as last_log_line
-from bgdownload.local.procs import pid_alive as pid_alive
-from bgdownload.local.procs import stop_processes as stop_processes
+from bgdownload.local.procs import (
+    STOP_GRACE,
+    boot_id,
+    last_log_line,
+    open_log,
+    owned_group,
+    pid_alive,
+    spawn_detached,
+    stop_processes,
+)
 from bgdownload.local.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
-
-#: start order; ``down`` stops in reverse so the worker can still write to Redis
-COMPONENTS = ("redis", "worker", "server")
+from bgdownload.local.runtime import (
+    COMPONENTS,
+    health,
+    locked,
+    log_path,
+    pid_path,
+    read_runtime,
+    recorded,
+    remove_runtime,
+    same_boot,
+    write_runtime,
+)
 
 START_TIMEOUT = 60.0  # seconds for the whole stack to answer /healthz
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def runtime_path(settings: Settings) -> Path:
-    return settings.runtime_file
-
-
-def log_path(settings: Settings, name: str) -> Path:
-    return settings.state_dir / "logs" / f"{name}.log"
-
-
-def pid_path(settings: Settings, name: str) -> Path:
-    return settings.state_dir / "run" / f"{name}.pid"
-
-
-# ------------------------------------------------------------------- runtime file
-
-
-def _read_runtime(settings: Settings) -> dict[str, Any] | None:
-    return read_runtime_file(settings.runtime_file) or None
-
-
-def _write_runtime(settings: Settings, data: dict[str, Any]) -> None:
-    path = runtime_path(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)  # atomic: readers see the old or the new file, never half
-
-
-def _remove_runtime(settings: Settings) -> None:
-    runtime_path(settings).unlink(missing_ok=True)
-    for name in COMPONENTS:
-        pid_path(settings, name).unlink(missing_ok=True)
-
-
-def _recorded(data: dict[str, Any] | None) -> dict[str, tuple[int, int | None]]:
-    """{name: (pid, start ticks)} of the processes a runtime file names."""
-    if not data:
-        return {}
-    pids, starts = data.get("pids") or {}, data.get("starts") or {}
-    return {name: (int(pid), starts.get(name)) for name, pid in pids.items()}
-
-
-def _same_boot(data: dict[str, Any]) -> bool:
-    return data.get("boot_id") is None or data.get("boot_id") == boot_id()
-
-
-@contextlib.contextmanager
-def _locked(settings: Settings, timeout: float, *, blocking: bool = True) -> Iterator[bool]:
-    """Hold ``up.lock``; yields False when ``blocking`` is off and someone else holds it."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.state_dir / "up.lock", "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not blocking:
-                    yield False
-                    return
-                if time.monotonic() > deadline:
-                    raise BgdownloadError(
-                        f"another 'bgdownload up/down' holds {handle.name} for over {timeout:.0f} s"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# ------------------------------------------------------------------------- health
-
-
-def _health(api_url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None]:
-    """(status, body) of ``GET /healthz``; (0, None) when nothing answers."""
-    try:
-        response = httpx.get(f"{api_url}/healthz", timeout=timeout, trust_env=False)
-    except httpx.HTTPError:
-        return 0, None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return response.status_code, body if isinstance(body, dict) else None
-
-
-def runtime_info(settings: Settings) -> dict[str, Any] | None:
-    """The runtime file of a running, healthy stack; None when the stack is not running.
-
-    A file left by a stack that is gone (all processes dead, or another boot) is
-    removed, unless an ``up``/``down`` is under way.
-    """
-    data = _read_runtime(settings)
-    if data is None:
-        return None
-    procs = _recorded(data)
-    alive = {name: pid_alive(pid, start) for name, (pid, start) in procs.items()}
-    if not _same_boot(data) or not any(alive.values()):
-        with _locked(settings, 0, blocking=False) as got:
-            if got and _read_runtime(settings) == data:
-                _remove_runtime(settings)
-        return None
-    if not all(alive.values()) or not data.get("api_url"):
-        return None
-    status, _ = _health(data["api_url"])
-    return data if status == 200 else None
 
 
 # ----------------------------------------------------------------------- starting
@@ -188,7 +70,7 @@ def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     # a source checkout that is not installed must still be importable by the children
-    root = str(Path(bgdownload.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding bgdownload/
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
     return env
@@ -246,66 +128,11 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
     the processes this call started (empty when everything already ran).
     """
     wanted_port = _api_port(settings)
-    with _locked(settings, timeout + 30):
-        data = _read_runtime(settings) or {}
-        if data and not _same_boot(data):
-            data = {}
-        procs = {n: p for n, p in _recorded(data).items() if owned_group(*p)}
-        running = {n for n, (pid, start) in procs.items() if pid_alive(pid, start)}
-        external = settings.redis_url is not None
-        redis_ok = (
-            data.get("redis_url") == settings.redis_url if external
-            else not data.get("redis_external") and "redis" in running
-        )
-        port = wanted_port or (urlsplit(data["api_url"]).port if data.get("api_url") else None)
-        server_ok = "server" in running and (
-            wanted_port is None or urlsplit(data.get("api_url", "")).port == wanted_port
-        )
-        # Anything pointing at a Redis that is not the one wanted must restart with it.
-        stale = set(procs) if not redis_ok else {
-            n for n in procs
-            if n not in running or (n == "server" and not server_ok)
-        }
-        if stale:
-            stop_processes({n: procs[n] for n in stale})
-        if not redis_ok:
-            data = {}
-        data.setdefault("pids", {})
-        data.setdefault("starts", {})
-        for name in stale:
-            data["pids"].pop(name, None)
-            data["starts"].pop(name, None)
-        data.update(
-            boot_id=boot_id(), state_dir=str(settings.state_dir),
-            download_dir=str(settings.download_dir), redis_external=external,
-            logs={n: str(log_path(settings, n)) for n in COMPONENTS
-                  if n != "redis" or not external},
-        )
-        if external:
-            data["redis_url"] = settings.redis_url
-        started: list[str] = []
+    with locked(settings, timeout + 30):
+        data, port = _keep_what_runs(settings, wanted_port)
         before = set(data["pids"])
         try:
-            if not external and "redis" not in data["pids"]:
-                data["redis_url"] = _start_redis(settings, data)
-                started.append("redis")
-            env = _child_env(settings, data["redis_url"])
-            if "worker" not in data["pids"]:
-                argv = [sys.executable, "-m", "bgdownload", "worker"]
-                _record(settings, data, "worker", _spawn(settings, "worker", argv, env))
-                started.append("worker")
-            if "server" not in data["pids"]:
-                if port is None or (port != wanted_port and not _port_free(port)):
-                    port = free_port()
-                elif not _port_free(port):
-                    raise BgdownloadError(
-                        f"port {port} of BGDOWNLOAD_URL is taken by another program"
-                    )
-                data["api_url"] = f"http://127.0.0.1:{port}"
-                argv = [sys.executable, "-m", "bgdownload", "serve",
-                        "--host", "127.0.0.1", "--port", str(port)]
-                _record(settings, data, "server", _spawn(settings, "server", argv, env))
-                started.append("server")
+            started = _start_missing(settings, data, port, wanted_port)
             _wait_healthy(settings, data, timeout)
         except BaseException:
             # Stop what this call started, nothing else: a stack that is only slow to
@@ -315,21 +142,94 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
         return {**data, "started": started}
 
 
+def _keep_what_runs(
+    settings: Settings, wanted_port: int | None
+) -> tuple[dict[str, Any], int | None]:
+    """The runtime record cut down to the processes that still serve; and the API port to use.
+
+    Stops the recorded processes that cannot stay: dead ones, a server on the
+    wrong port, and everything when Redis is not the one wanted.
+    """
+    data = read_runtime(settings) or {}
+    if data and not same_boot(data):
+        data = {}
+    procs = {n: p for n, p in recorded(data).items() if owned_group(*p)}
+    running = {n for n, (pid, start) in procs.items() if pid_alive(pid, start)}
+    external = settings.redis_url is not None
+    redis_ok = (
+        data.get("redis_url") == settings.redis_url if external
+        else not data.get("redis_external") and "redis" in running
+    )
+    port = wanted_port or (urlsplit(data["api_url"]).port if data.get("api_url") else None)
+    server_ok = "server" in running and (
+        wanted_port is None or urlsplit(data.get("api_url", "")).port == wanted_port
+    )
+    # Anything pointing at a Redis that is not the one wanted must restart with it.
+    stale = set(procs) if not redis_ok else {
+        n for n in procs
+        if n not in running or (n == "server" and not server_ok)
+    }
+    if stale:
+        stop_processes({n: procs[n] for n in stale})
+    if not redis_ok:
+        data = {}
+    data.setdefault("pids", {})
+    data.setdefault("starts", {})
+    for name in stale:
+        data["pids"].pop(name, None)
+        data["starts"].pop(name, None)
+    data.update(
+        boot_id=boot_id(), state_dir=str(settings.state_dir),
+        download_dir=str(settings.download_dir), redis_external=external,
+        logs={n: str(log_path(settings, n)) for n in COMPONENTS
+              if n != "redis" or not external},
+    )
+    if external:
+        data["redis_url"] = settings.redis_url
+    return data, port
+
+
+def _start_missing(
+    settings: Settings, data: dict[str, Any], port: int | None, wanted_port: int | None
+) -> list[str]:
+    """Start the components ``data`` does not name, recording each at once; their names."""
+    started: list[str] = []
+    if not data["redis_external"] and "redis" not in data["pids"]:
+        data["redis_url"] = _start_redis(settings, data)
+        started.append("redis")
+    env = _child_env(settings, data["redis_url"])
+    if "worker" not in data["pids"]:
+        argv = [sys.executable, "-m", "bgdownload", "worker"]
+        _record(settings, data, "worker", _spawn(settings, "worker", argv, env))
+        started.append("worker")
+    if "server" not in data["pids"]:
+        if port is None or (port != wanted_port and not _port_free(port)):
+            port = free_port()
+        elif not _port_free(port):
+            raise BgdownloadError(f"port {port} of BGDOWNLOAD_URL is taken by another program")
+        data["api_url"] = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "bgdownload", "serve",
+                "--host", "127.0.0.1", "--port", str(port)]
+        _record(settings, data, "server", _spawn(settings, "server", argv, env))
+        started.append("server")
+    return started
+
+
 def _abandon(settings: Settings, data: dict[str, Any], started: set[str]) -> None:
-    stop_processes({n: p for n, p in _recorded(data).items() if n in started})
+    stop_processes({n: p for n, p in recorded(data).items() if n in started})
     for name in started:
         data["pids"].pop(name, None)
         data["starts"].pop(name, None)
         pid_path(settings, name).unlink(missing_ok=True)
     if data["pids"]:
-        _write_runtime(settings, data)
+        write_runtime(settings, data)
     else:
-        _remove_runtime(settings)
+        remove_runtime(settings)
 
 
 def _record(settings: Settings, data: dict[str, Any], name: str, proc: tuple[int, int]) -> None:
     data["pids"][name], data["starts"][name] = proc
-    _write_runtime(settings, data)  # at once, so a crash here still lets down find it
+    write_runtime(settings, data)  # at once, so a crash here still lets down find it
 
 
 def _start_redis(settings: Settings, data: dict[str, Any]) -> str:
@@ -351,10 +251,10 @@ def _wait_healthy(settings: Settings, data: dict[str, Any], timeout: float) -> N
     deadline = time.monotonic() + timeout
     status, body = 0, None
     while time.monotonic() < deadline:
-        for name, (pid, start) in _recorded(data).items():
+        for name, (pid, start) in recorded(data).items():
             if not pid_alive(pid, start):
                 raise _died(settings, name)
-        status, body = _health(data["api_url"])
+        status, body = health(data["api_url"])
         if status == 200:
             return
         time.sleep(0.2)
@@ -370,15 +270,15 @@ def _wait_healthy(settings: Settings, data: dict[str, Any], timeout: float) -> N
 
 def down(settings: Settings, *, grace: float = STOP_GRACE) -> list[str]:
     """Stop exactly what :func:`ensure_up` started; returns the names that were running."""
-    with _locked(settings, grace + 60):
-        data = _read_runtime(settings)
-        procs = _recorded(data) if data and _same_boot(data) else {}
+    with locked(settings, grace + 60):
+        data = read_runtime(settings)
+        procs = recorded(data) if data and same_boot(data) else {}
         ours = {n: p for n, p in procs.items() if owned_group(*p)}
         # server and worker first, so the worker can still record its state in Redis
         stop_processes({n: p for n, p in ours.items() if n != "redis"}, grace)
         if "redis" in ours:
             stop_processes({"redis": ours["redis"]}, grace)
-        _remove_runtime(settings)
+        remove_runtime(settings)
     return [n for n in COMPONENTS if n in ours]
 
 
@@ -388,36 +288,37 @@ def status(settings: Settings) -> dict[str, Any]:
     ``running`` is true only when every process lives and ``/healthz`` answers
     200; each component is ``running``, ``dead`` or (Redis) ``external``.
     """
-    data = _read_runtime(settings)
+    data = read_runtime(settings)
     report: dict[str, Any] = {
         "running": False, "state_dir": str(settings.state_dir), "api_url": None,
         "redis_url": None, "download_dir": None, "health": None, "components": {},
     }
-    if data is None or not _same_boot(data):
+    if data is None or not same_boot(data):
         return report
     report.update(api_url=data.get("api_url"), redis_url=data.get("redis_url"),
                   download_dir=data.get("download_dir"))
-    procs = _recorded(data)
-    components: dict[str, dict[str, Any]] = {}
-    for name in COMPONENTS:
-        where = {"redis": data.get("redis_url"), "server": data.get("api_url"),
-                 "worker": "taskiq worker bgdownload.worker:broker"}[name]
-        if name == "redis" and data.get("redis_external"):
-            components[name] = {"state": "external", "pid": None, "where": where, "log": None}
-        elif name in procs:
-            pid, start = procs[name]
-            components[name] = {
-                "state": "running" if pid_alive(pid, start) else "dead", "pid": pid,
-                "where": where, "log": data.get("logs", {}).get(name),
-            }
-        else:  # an up that failed half-way kept the others running
-            components[name] = {"state": "dead", "pid": None, "where": where,
-                                "log": data.get("logs", {}).get(name)}
+    components = {name: _component(data, name) for name in COMPONENTS}
     report["components"] = components
     if data.get("api_url"):
-        code, body = _health(data["api_url"])
+        code, body = health(data["api_url"])
         report["health"] = {"status": code, "body": body}
     report["running"] = bool(components) and all(
         c["state"] != "dead" for c in components.values()
     ) and (report["health"] or {}).get("status") == 200
     return report
+
+
+def _component(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """One component of :func:`status`: its state, pid, where it serves and its log."""
+    where = {"redis": data.get("redis_url"), "server": data.get("api_url"),
+             "worker": "taskiq worker bgdownload.worker:broker"}[name]
+    if name == "redis" and data.get("redis_external"):
+        return {"state": "external", "pid": None, "where": where, "log": None}
+    procs = recorded(data)
+    log = data.get("logs", {}).get(name)
+    if name in procs:
+        pid, start = procs[name]
+        state = "running" if pid_alive(pid, start) else "dead"
+        return {"state": state, "pid": pid, "where": where, "log": log}
+    # an up that failed half-way kept the others running
+    return {"state": "dead", "pid": None, "where": where, "log": log}
