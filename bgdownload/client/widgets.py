@@ -91,7 +91,7 @@ def show(widget: Any) -> None:
     """Display ``widget`` in the notebook's output (IPython is there whenever widgets are)."""
     from IPython.display import display
 
-    display(widget)  # type: ignore[no-untyped-call]
+    display(widget)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class JobWidget:
