@@ -22,7 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from bgdownload import keys
-from bgdownload.errors import IllegalTransition, RateLimited
+from bgdownload.errors import IllegalTransition, JobGone, RateLimited
 from bgdownload.models import Event, Job, JobState, check_transition, utcnow
 from bgdownload.store.hub import EventHub
 
@@ -386,7 +386,7 @@ class Store:
         ``waiting`` joins the queue unless ``queue`` is False (a worker that keeps
         it through a retry's backoff). Raises
         :class:`IllegalTransition` when the state machine (or ``allowed_from``)
-        forbids it, and ``KeyError`` when the job does not exist.
+        forbids it, and :class:`JobGone` when the job does not exist.
 
         ``current`` is the job as its only writer (the worker holding its lease) last
         stored it; it saves the read. The script still checks the state, so a stale
@@ -400,7 +400,7 @@ class Store:
         for _ in range(20):
             job, known = known or await self.get(job_id), None
             if job is None:
-                raise KeyError(job_id)
+                raise JobGone(job_id)
             if allowed is not None and job.state not in allowed:
                 raise IllegalTransition(f"a {job.state.value} job cannot become {new_state.value}")
             check_transition(job.state, new_state)
@@ -458,7 +458,7 @@ class Store:
             if int(ok):
                 return job, str(value)
             if value == "":
-                raise KeyError(job_id)
+                raise JobGone(job_id)
         raise IllegalTransition(f"job {job_id} kept changing state; giving up")
 
     async def publish_progress(self, jobs: Sequence[tuple[Job, int]]) -> list[str | None]:
