@@ -211,21 +211,15 @@ def worker(concurrency: int | None, processes: int) -> int:
     import importlib.util
     import os
 
-    from taskiq.cli.worker.args import WorkerArgs
-    from taskiq.cli.worker.run import run_worker
-
     settings = _settings()
     if concurrency is not None:
         # the task reads Settings too: keep both views of the limit the same
         os.environ["BGDOWNLOAD_CONCURRENCY"] = str(concurrency)
     if importlib.util.find_spec("bgdownload.worker") is None:
         raise BgdownloadError("bgdownload.worker is missing from this installation")
-    args = WorkerArgs.from_cli([
-        "bgdownload.worker:broker",
-        "--workers", str(processes),
-        "--max-async-tasks", str(concurrency or settings.concurrency),
-    ])
-    return run_worker(args) or 0
+    from bgdownload.worker.launch import run_workers
+
+    return run_workers(processes=processes, max_async_tasks=concurrency or settings.concurrency)
 
 
 @cli.command()

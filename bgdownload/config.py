@@ -12,10 +12,11 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import platformdirs
 
@@ -151,6 +152,82 @@ def read_runtime_file(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _redis_url(name: str, text: str) -> str:
+    if not re.match(r"^(redis|rediss|unix|valkey|valkeys)://", text):
+        raise ConfigError(f"{name}={text!r}: expected redis://host:port/db")
+    return text
+
+
+def _api_url(name: str, text: str) -> str:
+    if not re.match(r"^https?://", text):
+        raise ConfigError(f"{name}={text!r}: expected http://host:port")
+    return text.rstrip("/")
+
+
+def _file_url_template(name: str, text: str) -> str:
+    if "{file_id}" not in text:
+        raise ConfigError(f"{name} must contain {{file_id}}")
+    return text
+
+
+def _path(name: str, text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _stripped(name: str, text: str) -> str:
+    return text.strip()
+
+
+def _tokens_file(name: str, text: str) -> dict[str, str]:
+    try:
+        lines = Path(text).expanduser().read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{name}={text!r}: {exc.strerror}") from None
+    return parse_tokens(name, lines)
+
+
+def _tokens_list(name: str, text: str) -> dict[str, str]:
+    return parse_tokens(name, text.split(","))
+
+
+class Variable(NamedTuple):
+    """One ``BGDOWNLOAD_*`` variable: which :class:`Settings` field it sets, and how."""
+
+    name: str
+    field: str
+    #: ``(name, text) -> value``; raises :class:`ConfigError` naming the variable
+    parse: Callable[[str, str], Any]
+    #: the value is a mapping merged into what earlier variables set for the same field
+    merge: bool = False
+
+
+#: every variable :meth:`Settings.from_env` reads (besides ``BGDOWNLOAD_SETTINGS_FILE``),
+#: in the order they are checked; a later ``merge`` row wins over an earlier one
+VARIABLES: tuple[Variable, ...] = (
+    Variable("BGDOWNLOAD_REDIS_URL", "redis_url", _redis_url),
+    Variable("BGDOWNLOAD_DIR", "download_dir", _path),
+    Variable("BGDOWNLOAD_URL", "api_url", _api_url),
+    Variable("BGDOWNLOAD_TOKEN", "token", _stripped),
+    Variable("BGDOWNLOAD_TOKENS_FILE", "tokens", _tokens_file, merge=True),
+    Variable("BGDOWNLOAD_TOKENS", "tokens", _tokens_list, merge=True),
+    Variable("BGDOWNLOAD_ALLOW_NETWORKS", "allow_networks", parse_networks),
+    Variable("BGDOWNLOAD_MAX_BYTES", "max_bytes", parse_size),
+    Variable("BGDOWNLOAD_PROGRESS_INTERVAL", "progress_interval",
+             partial(_parse_float, minimum=0.01)),
+    Variable("BGDOWNLOAD_CONCURRENCY", "concurrency",
+             partial(_parse_int, minimum=1, maximum=100_000)),
+    Variable("BGDOWNLOAD_CONNECTIONS", "connections", partial(_parse_int, minimum=1, maximum=64)),
+    Variable("BGDOWNLOAD_MAX_SPEED", "max_speed", parse_size),
+    Variable("BGDOWNLOAD_RETRIES", "retries", partial(_parse_int, minimum=0, maximum=100)),
+    Variable("BGDOWNLOAD_RETENTION", "retention", parse_duration),
+    Variable("BGDOWNLOAD_RATE_LIMIT", "rate_limit", parse_rate),
+    Variable("BGDOWNLOAD_FILE_URL_TEMPLATE", "file_url_template", _file_url_template),
+    Variable("BGDOWNLOAD_STATE_DIR", "state_dir", _path),
+    Variable("BGDOWNLOAD_REDELIVERY_TIMEOUT", "redelivery_timeout", parse_duration),
+    Variable("BGDOWNLOAD_MAX_BODY", "max_body", parse_size),
+)
+
+
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("bgdownload", appauthor=False))
 
@@ -219,60 +296,13 @@ class Settings:
             else Path(platformdirs.user_config_dir("bgdownload", appauthor=False)) / "settings.env"
         )
         merged = {**read_settings_file(file_path), **env}
-
-        def get(key: str) -> str | None:
-            value = merged.get(PREFIX + key)
-            return value if value not in (None, "") else None
-
-        kwargs: dict[str, object] = {}
-        if (v := get("REDIS_URL")) is not None:
-            if not re.match(r"^(redis|rediss|unix|valkey|valkeys)://", v):
-                raise ConfigError(f"BGDOWNLOAD_REDIS_URL={v!r}: expected redis://host:port/db")
-            kwargs["redis_url"] = v
-        if (v := get("DIR")) is not None:
-            kwargs["download_dir"] = Path(v).expanduser()
-        if (v := get("URL")) is not None:
-            if not re.match(r"^https?://", v):
-                raise ConfigError(f"BGDOWNLOAD_URL={v!r}: expected http://host:port")
-            kwargs["api_url"] = v.rstrip("/")
-        if (v := get("TOKEN")) is not None:
-            kwargs["token"] = v.strip()
-        tokens: dict[str, str] = {}
-        if (v := get("TOKENS_FILE")) is not None:
-            try:
-                lines = Path(v).expanduser().read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise ConfigError(f"BGDOWNLOAD_TOKENS_FILE={v!r}: {exc.strerror}") from None
-            tokens.update(parse_tokens("BGDOWNLOAD_TOKENS_FILE", lines))
-        if (v := get("TOKENS")) is not None:
-            tokens.update(parse_tokens("BGDOWNLOAD_TOKENS", v.split(",")))
-        kwargs["tokens"] = tokens
-        if (v := get("ALLOW_NETWORKS")) is not None:
-            kwargs["allow_networks"] = parse_networks("BGDOWNLOAD_ALLOW_NETWORKS", v)
-        if (v := get("MAX_BYTES")) is not None:
-            kwargs["max_bytes"] = parse_size("BGDOWNLOAD_MAX_BYTES", v)
-        if (v := get("PROGRESS_INTERVAL")) is not None:
-            kwargs["progress_interval"] = _parse_float("BGDOWNLOAD_PROGRESS_INTERVAL", v, 0.01)
-        if (v := get("CONCURRENCY")) is not None:
-            kwargs["concurrency"] = _parse_int("BGDOWNLOAD_CONCURRENCY", v, 1, 100_000)
-        if (v := get("CONNECTIONS")) is not None:
-            kwargs["connections"] = _parse_int("BGDOWNLOAD_CONNECTIONS", v, 1, 64)
-        if (v := get("MAX_SPEED")) is not None:
-            kwargs["max_speed"] = parse_size("BGDOWNLOAD_MAX_SPEED", v)
-        if (v := get("RETRIES")) is not None:
-            kwargs["retries"] = _parse_int("BGDOWNLOAD_RETRIES", v, 0, 100)
-        if (v := get("RETENTION")) is not None:
-            kwargs["retention"] = parse_duration("BGDOWNLOAD_RETENTION", v)
-        if (v := get("RATE_LIMIT")) is not None:
-            kwargs["rate_limit"] = parse_rate("BGDOWNLOAD_RATE_LIMIT", v)
-        if (v := get("FILE_URL_TEMPLATE")) is not None:
-            if "{file_id}" not in v:
-                raise ConfigError("BGDOWNLOAD_FILE_URL_TEMPLATE must contain {file_id}")
-            kwargs["file_url_template"] = v
-        if (v := get("STATE_DIR")) is not None:
-            kwargs["state_dir"] = Path(v).expanduser()
-        if (v := get("REDELIVERY_TIMEOUT")) is not None:
-            kwargs["redelivery_timeout"] = parse_duration("BGDOWNLOAD_REDELIVERY_TIMEOUT", v)
-        if (v := get("MAX_BODY")) is not None:
-            kwargs["max_body"] = parse_size("BGDOWNLOAD_MAX_BODY", v)
-        return cls(**kwargs)  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        for variable in VARIABLES:
+            text = merged.get(variable.name)
+            if not text:
+                continue
+            value = variable.parse(variable.name, text)
+            if variable.merge:
+                value = {**kwargs.get(variable.field, {}), **value}
+            kwargs[variable.field] = value
+        return cls(**kwargs)

@@ -22,6 +22,7 @@ errors, the HTTP ``status`` the web layers answer with::
     │   ├── PartialFailure               partial (batch: some files failed)
     │   └── Cancelled                    cancelled
     ├── IllegalTransition                the state machine refused a change
+    ├── JobGone                          the job was deleted while being changed (a worker stops)
     ├── DownloadFailed                   client side: job.wait() saw a failed job
     ├── ServerUnavailable                client side: the API could not be reached (unavailable)
     └── WaitTimeout                      client side: job.wait(timeout=…) ran out (timeout)
@@ -148,6 +149,18 @@ class IllegalTransition(BgdownloadError):
 
     code = "invalid_state"
     status = 409
+
+
+class JobGone(BgdownloadError):
+    """The job was deleted while it was being changed, e.g. while a worker ran it.
+
+    Not a request error: the API answers a deleted job with :class:`NotFound` before
+    it gets here; this is the race that leaves the worker nothing to report to.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} no longer exists")
+        self.job_id = job_id
 
 
 class DownloadFailed(BgdownloadError):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bgdownload import keys
-from bgdownload.errors import IllegalTransition, RateLimited
+from bgdownload.errors import IllegalTransition, JobGone, RateLimited
 from bgdownload.models import Job, JobState, utcnow
 from bgdownload.store.codec import FILE_NAME, Snapshot, dumps, flat_job, load_job
 from bgdownload.store.events import EventStore
@@ -151,7 +151,7 @@ class JobStore(EventStore):
         ``waiting`` joins the queue unless ``queue`` is False (a worker that keeps
         it through a retry's backoff). Raises
         :class:`IllegalTransition` when the state machine (or ``allowed_from``)
-        forbids it, and ``KeyError`` when the job does not exist.
+        forbids it, and :class:`JobGone` when the job does not exist.
 
         ``current`` is the job as its only writer (the worker holding its lease) last
         stored it; it saves the read. The script still checks the state, so a stale
@@ -165,7 +165,7 @@ class JobStore(EventStore):
         for _ in range(20):
             job, known = known or await self.get(job_id), None
             if job is None:
-                raise KeyError(job_id)
+                raise JobGone(job_id)
             decided = apply_transition(
                 job, new_state, now=utcnow(), allowed_from=allowed, changes=changes
             )
@@ -174,7 +174,7 @@ class JobStore(EventStore):
             if ok:
                 return decided.job, value
             if value == "":
-                raise KeyError(job_id)
+                raise JobGone(job_id)
         raise IllegalTransition(f"job {job_id} kept changing state; giving up")
 
     async def _write_transition(

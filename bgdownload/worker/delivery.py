@@ -33,9 +33,16 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from taskiq import AckableMessage
+from taskiq.serializers import JSONSerializer
 from taskiq_redis import RedisStreamBroker
 
+from bgdownload import keys
+from bgdownload.config import Settings
+
 log = logging.getLogger(__name__)
+
+#: the one task on the queue: a message names it, the worker runs it
+TASK_NAME = "bgdownload.download"
 
 
 class DownloadBroker(RedisStreamBroker):
@@ -203,6 +210,18 @@ class DownloadBroker(RedisStreamBroker):
                         )
         except ResponseError as exc:
             log.debug("could not list consumers: %s", exc)
+
+
+def make_broker(settings: Settings) -> DownloadBroker:
+    """A broker for ``settings``: workers consume from it, the API sends into it."""
+    new = DownloadBroker(
+        settings.resolve_redis_url(),
+        slots=settings.concurrency,
+        idle_timeout=settings.redelivery_timeout,
+        queue_name=keys.TASK_STREAM,
+    ).with_serializer(JSONSerializer())
+    assert isinstance(new, DownloadBroker)
+    return new
 
 
 def _text(value: bytes | str) -> str:

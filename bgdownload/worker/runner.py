@@ -1,10 +1,10 @@
-"""Running jobs inside a worker process.
+"""One job's run inside a worker: from the queue message to a resting state.
 
-:class:`WorkerRuntime` holds what a worker process shares between its
-downloads — one Redis client, one engine (one HTTP connection pool), one
-worker-wide speed bucket, one progress ticker, one control listener, one lease
-keeper — so the cost per download stays small and constant.
-:class:`JobRunner` takes one job from ``waiting`` to a resting state.
+:func:`run_message` turns a queue message into a leased job (retrying while Redis
+is away, so the message is never acknowledged with its job stranded);
+:class:`JobRunner` honours a pending control request, runs the download — one
+file or a batch — retries transient failures with backoff, and leaves the job
+completed, failed, cancelled, paused, or back in the queue.
 """
 
 from __future__ import annotations
@@ -12,294 +12,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
-from bgdownload.config import Settings
-from bgdownload.engine.fetch import Engine, FetchResult, FetchSpec
-from bgdownload.engine.limiter import TokenBucket
+from bgdownload.engine.fetch import FetchResult, FetchSpec
 from bgdownload.errors import (
     BgdownloadError,
     BlockedDestination,
     DownloadError,
     IllegalTransition,
+    JobGone,
     PartialFailure,
 )
 from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
-from bgdownload.store import Store, StoreError, open_redis
+from bgdownload.store import StoreError
+from bgdownload.worker.progress import Running, Tracker, fill_totals
+from bgdownload.worker.runtime import LEASE_TTL, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-#: a lease outlives its holder by at most this long; renewed every third of it
-LEASE_TTL = 15.0
-#: progress is published at least this often while a job is active, even stalled
-STALL_INTERVAL = 5.0
-#: the speed is measured over this recent window
-SPEED_WINDOW = 3.0
-#: Redis connections per worker process; jobs beyond it wait for a free one
-REDIS_CONNECTIONS = 50
 #: files of one batch job downloaded at once
 BATCH_PARALLEL = 4
 #: backoff between attempts: BASE * 2**n with full jitter, capped
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 
+#: what claiming a job found: lease taken?, the job (None if gone), its pending control
+Claimed = tuple[bool, Job | None, str | None]
+
 
 class Interrupted(Exception):
-    """A control request (pause or cancel) stopped the download."""
+    """A control request (pause, cancel, lost, shutdown) stopped the download."""
 
     def __init__(self, action: str) -> None:
         super().__init__(action)
         self.action = action
 
 
-@dataclass(eq=False)
-class Tracker:
-    """Progress of one file as the engine reports it; read by the ticker (the ProgressSink)."""
-
-    runtime: WorkerRuntime
-    job: Job
-    entry: FileEntry | None = None
-    #: the entry's place in ``job.files`` (batch jobs)
-    index: int = 0
-    loaded: int = 0
-    total: int | None = None
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
-
-    def update(self, loaded: int, total: int | None) -> None:
-        self.loaded = loaded
-        self.total = total
-
-    async def name_chosen(self, filename: str, path: str) -> None:
-        if self.entry is not None:
-            self.entry.filename, self.entry.path = filename, path
-            await self.runtime.store.name_file(self.job.id, self.index, filename, path)
-        else:
-            self.job.filename, self.job.path = filename, path
-            await self.runtime.store.update_fields(self.job.id, filename=filename, path=path)
-
-    def speed(self, now: float) -> float:
-        self.samples.append((now, self.loaded))
-        while len(self.samples) > 2 and now - self.samples[1][0] >= SPEED_WINDOW:
-            self.samples.popleft()
-        first_t, first_loaded = self.samples[0]
-        if now - first_t <= 0:
-            return 0.0
-        return max(0.0, (self.loaded - first_loaded) / (now - first_t))
-
-
-@dataclass(eq=False)
-class Running:
-    """A job this worker is running now."""
-
-    job: Job
-    token: str
-    task: asyncio.Task[Any] | None = None
-    trackers: list[Tracker] = field(default_factory=list)
-    interrupt: str | None = None
-    reported: int = 0
-    last_publish: float = 0.0
-
-
-class WorkerRuntime:
-    """Per-process resources shared by all downloads of one worker."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        engine: Engine,
-        requeue: Callable[[str], Awaitable[object]],
-    ) -> None:
-        self.settings = settings
-        #: sends a fresh queue message for a job handed back at shutdown
-        self.requeue = requeue
-        self.closing = False
-        self.store = store
-        self.engine = engine
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.running: dict[str, Running] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-
-    @classmethod
-    async def start(
-        cls, settings: Settings, requeue: Callable[[str], Awaitable[object]]
-    ) -> WorkerRuntime:
-        assert settings.redis_url
-        redis = open_redis(settings.redis_url, max_connections=REDIS_CONNECTIONS)
-        store = Store(redis, retention=settings.retention)
-        limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
-        runtime = cls(settings, store, Engine(settings, worker_limiter=limiter), requeue)
-        runtime._tasks = [
-            asyncio.create_task(runtime._tick_progress(), name="bgd-progress"),
-            asyncio.create_task(runtime._listen_control(), name="bgd-control"),
-            asyncio.create_task(runtime._keep_alive(), name="bgd-heartbeat"),
-        ]
-        await runtime._beat()
-        return runtime
-
-    def begin_shutdown(self) -> None:
-        """Hand every running job back to the queue (called on SIGTERM)."""
-        self.closing = True
-        for job_id in list(self.running):
-            self.interrupt(job_id, "shutdown")
-
-    async def close(self) -> None:
-        self.begin_shutdown()
-        deadline = time.monotonic() + 10
-        while self.running and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded wait
-            await asyncio.sleep(0.05)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(StoreError, OSError):
-            await self.store.forget_worker(self.worker_id)
-        await self.engine.aclose()
-        await self.store.aclose()
-
-    async def run_message(self, task_id: str, *, hint: str = "") -> None:
-        """Handle one queue message: claim its job and run it until it rests."""
-        if self.closing:
-            await self.requeue(hint)  # pass the message on rather than start work now
-            return
-        outage = 0
-        while True:
-            try:
-                token = uuid.uuid4().hex
-                # pick the job, take its lease, read it and its control: one round trip
-                claimed = await self.store.claim_and_lease(task_id, token, LEASE_TTL)
-                if claimed is None:
-                    log.debug("message %s (for %s) found nothing waiting", task_id, hint)
-                    return
-                job_id, taken, job, action = claimed
-                await JobRunner(self, job_id).run(
-                    token=token, first=(taken, job, action), task_id=task_id
-                )
+async def run_message(runtime: WorkerRuntime, task_id: str, *, hint: str = "") -> None:
+    """Handle one queue message: claim its job and run it until it rests."""
+    if runtime.closing:
+        await runtime.requeue(hint)  # pass the message on rather than start work now
+        return
+    outage = 0
+    while True:
+        try:
+            token = uuid.uuid4().hex
+            # pick the job, take its lease, read it and its control: one round trip
+            claimed = await runtime.store.claim_and_lease(task_id, token, LEASE_TTL)
+            if claimed is None:
+                log.debug("message %s (for %s) found nothing waiting", task_id, hint)
                 return
-            except (StoreError, OSError) as exc:
-                # Returning would acknowledge the message and strand the job: keep the
-                # message and try again (resuming from the .part) once Redis answers.
-                if self.closing:
-                    raise
-                outage += 1
-                log.warning("Redis unavailable (%s); retrying message %s", exc, task_id)
-                await asyncio.sleep(min(30.0, 0.5 * 2**outage))
-
-    # -- background duties ----------------------------------------------------------------
-
-    async def _beat(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "running": len(self.running)}
-        await self.store.heartbeat(self.worker_id, info, ttl=30)
-
-    async def _keep_alive(self) -> None:
-        """Worker heartbeat (for /healthz) and lease renewal of every running job."""
-        while True:
-            await asyncio.sleep(LEASE_TTL / 3)
-            try:
-                await self._beat()
-                running = list(self.running.values())
-                renewed = await self.store.renew_leases(
-                    [(r.job.id, r.token) for r in running], LEASE_TTL
-                )
-                for job, still_ours in zip(running, renewed, strict=True):
-                    if not still_ours:
-                        log.warning("lost the lease of %s; stopping it", job.job.id)
-                        self.interrupt(job.job.id, "lost")
-            except (StoreError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc)
-
-    async def _listen_control(self) -> None:
-        """Deliver pause/cancel requests to running jobs within a fraction of a second."""
-        while True:
-            try:
-                async with self.store.control_requests() as requests:
-                    # Requests published before we subscribed: read the control keys once.
-                    await self._poll_control()
-                    async for job_id, action in requests:
-                        self.interrupt(job_id, action)
-            except (StoreError, OSError) as exc:
-                log.warning("control channel lost (%s); reconnecting", exc)
-                await asyncio.sleep(1.0)
-
-    async def _poll_control(self) -> None:
-        ids = list(self.running)
-        if not ids:
+            job_id, taken, job, action = claimed
+            await JobRunner(runtime, job_id).run(token, (taken, job, action), task_id)
             return
-        for job_id, action in zip(ids, await self.store.pending_controls(ids), strict=True):
-            if action:
-                self.interrupt(job_id, action)
-
-    def interrupt(self, job_id: str, action: str) -> None:
-        running = self.running.get(job_id)
-        if running is None or action not in ("pause", "cancel", "lost", "shutdown"):
-            return
-        if running.interrupt is None:
-            running.interrupt = action
-            if running.task is not None:
-                running.task.cancel()
-
-    async def _tick_progress(self) -> None:
-        """Publish every running job's progress in one pipeline per interval."""
-        interval = self.settings.progress_interval
-        polls = 0
-        while True:
-            await asyncio.sleep(interval)
-            polls += 1
-            try:
-                await self.publish_progress()
-                if polls % max(1, int(2 / interval)) == 0:
-                    await self._poll_control()
-            except (StoreError, OSError) as exc:
-                log.warning("progress tick failed: %s", exc)
-
-    async def publish_progress(self, *, force: Running | None = None) -> None:
-        await self.store.publish_progress(self.progress_due(force=force))
-
-    def progress_due(self, *, force: Running | None = None) -> list[tuple[Job, int]]:
-        """The progress writes due now (all of ``force``'s), marked as published."""
-        now = time.monotonic()
-        batch: list[tuple[Job, int]] = []
-        for running in [force] if force else list(self.running.values()):
-            if running.job.state is not JobState.ACTIVE or not running.trackers:
-                continue
-            loaded = _fill_progress(running, now)
-            if force is None and loaded == running.reported and (
-                now - running.last_publish < STALL_INTERVAL
-            ):
-                continue
-            batch.append((running.job, loaded - running.reported))
-            running.reported = loaded
-            running.last_publish = now
-        return batch
-
-
-def _fill_progress(running: Running, now: float) -> int:
-    """Copy the trackers' figures into the job (and its files); return total loaded."""
-    job = running.job
-    if job.files:
-        for tracker in running.trackers:
-            if tracker.entry is not None and tracker.entry.state is JobState.ACTIVE:
-                tracker.entry.progress = Progress(
-                    tracker.loaded, tracker.total, tracker.speed(now)
-                )
-        loaded = sum(f.progress.loaded for f in job.files)
-        totals = [f.progress.total for f in job.files]
-        total = None if any(t is None for t in totals) else sum(t for t in totals if t)
-        speed = sum(f.progress.speed for f in job.files if f.state is JobState.ACTIVE)
-        job.progress = Progress(loaded, total, speed)
-        return loaded
-    tracker = running.trackers[0]
-    job.progress = Progress(tracker.loaded, tracker.total, tracker.speed(now))
-    return tracker.loaded
+        except (StoreError, OSError) as exc:
+            # Returning would acknowledge the message and strand the job: keep the
+            # message and try again (resuming from the .part) once Redis answers.
+            if runtime.closing:
+                raise
+            outage += 1
+            log.warning("Redis unavailable (%s); retrying message %s", exc, task_id)
+            await asyncio.sleep(min(30.0, 0.5 * 2**outage))
 
 
 class JobRunner:
@@ -311,62 +87,57 @@ class JobRunner:
         self.settings = runtime.settings
         self.job_id = job_id
 
-    async def run(
-        self,
-        *,
-        token: str | None = None,
-        first: tuple[bool, Job | None, str | None],
-        task_id: str | None = None,
-    ) -> None:
+    async def run(self, token: str, first: Claimed, task_id: str) -> None:
         """Run the job until it rests.
 
-        ``first`` is what :meth:`Store.claim_and_lease` already did with ``token``
-        (lease taken?, the job, its pending control). With ``task_id`` the message's run
-        key is released with the lease once the job rests, so the next delivery of that
-        message picks nothing.
+        ``first`` is what :meth:`Store.claim_and_lease` did with ``token``. The
+        message's run key (``task_id``) is released with the lease once the job
+        rests, so the next delivery of that message picks nothing.
         """
-        token = token or uuid.uuid4().hex
         taken, job, action = first
         if not taken:
             if job is None or job.state in RESTING or not await self._acquire_lease(token):
-                if task_id is not None:
-                    await self.store.release_run(task_id)
+                await self.store.release_run(task_id)
                 return
-            job, action = None, None
+            job, action = None, None  # read them again, now that the lease is ours
         running = Running(Job(id=self.job_id, owner="", url=None), token)
         escaped = False
         try:
-            if job is None:
-                job = await self.store.get(self.job_id)
-                action = await self.store.get_control(self.job_id)
-            if job is None or job.state in RESTING:
-                return
-            running.job = job
-            self.runtime.running[job.id] = running
-            if await self._honour_pending_control(running, action):
-                return
-            if job.state is JobState.WAITING:
-                running.job, _ = await self.store.transition(
-                    job.id, JobState.ACTIVE, allowed_from={JobState.WAITING}, current=job,
-                    attempts=max(1, job.attempts), error=None,
-                )
-            await self._attempts(running)
+            await self._start(running, job, action)
         except IllegalTransition as exc:
             log.info("job %s changed under us: %s", self.job_id, exc)
-        except KeyError:
+        except JobGone:
             log.info("job %s was deleted while it ran", self.job_id)
         except BaseException:
             escaped = True  # Redis gone, worker stopping: the message keeps its job
             raise
         finally:
             self.runtime.running.pop(self.job_id, None)
-            if task_id is not None and not escaped:
+            if not escaped:
                 # The message is done with: its run key goes with the lease. A Redis
                 # error here is the caller's to retry, as for any step of the message.
                 await self.store.release_lease_and_run(self.job_id, token, task_id)
             else:
                 with contextlib.suppress(StoreError, OSError):
                     await self.store.release_lease(self.job_id, token)
+
+    async def _start(self, running: Running, job: Job | None, action: str | None) -> None:
+        """Honour a pending control request, or make the job active and run its attempts."""
+        if job is None:
+            job = await self.store.get(self.job_id)
+            action = await self.store.get_control(self.job_id)
+        if job is None or job.state in RESTING:
+            return
+        running.job = job
+        self.runtime.running[job.id] = running
+        if await self._honour_pending_control(running, action):
+            return
+        if job.state is JobState.WAITING:
+            running.job, _ = await self.store.transition(
+                job.id, JobState.ACTIVE, allowed_from={JobState.WAITING}, current=job,
+                attempts=max(1, job.attempts), error=None,
+            )
+        await self._attempts(running)
 
     async def _acquire_lease(self, token: str) -> bool:
         """Take the job's lease; while another worker holds it, stand by.
@@ -395,6 +166,8 @@ class JobRunner:
             except Interrupted as stop:
                 await self._rest_interrupted(running, stop.action)
                 return
+            except JobGone:
+                raise  # nothing left to record a failure on
             except DownloadError as exc:
                 if not exc.transient or running.job.attempts > self.settings.retries:
                     await self._fail(running, exc)
@@ -430,7 +203,7 @@ class JobRunner:
         if job.files:
             await self._download_batch(running)
             return
-        tracker = Tracker(self.runtime, job)
+        tracker = Tracker(self.store, job)
         running.trackers = [tracker]
         result = await self.runtime.engine.fetch(self._spec(job.url or "", job, None), tracker)
         # the last progress (bytes counter, final event) goes in the transition's round trip
@@ -447,7 +220,7 @@ class JobRunner:
 
         async def one(index: int, entry: FileEntry) -> None:
             async with gate:
-                tracker = Tracker(self.runtime, job, entry, index)
+                tracker = Tracker(self.store, job, entry, index)
                 running.trackers.append(tracker)
                 entry.state, entry.error = JobState.ACTIVE, None
                 try:
@@ -465,7 +238,7 @@ class JobRunner:
         await asyncio.gather(*(
             one(i, e) for i, e in enumerate(job.files) if e.state is not JobState.COMPLETED
         ))
-        _fill_totals(job)
+        fill_totals(job)
         failed = [f for f in job.files if f.state is JobState.FAILED]
         changes: dict[str, Any] = {"files": job.files, "progress": job.progress}
         if failed:
@@ -494,7 +267,7 @@ class JobRunner:
                 attempt += 1
                 if not exc.transient or attempt > self.settings.retries:
                     raise
-                await asyncio.sleep(_backoff(attempt, getattr(exc, "retry_after", None)))
+                await asyncio.sleep(backoff(attempt, getattr(exc, "retry_after", None)))
 
     def _spec(self, url: str, job: Job, entry: FileEntry | None) -> FetchSpec:
         return FetchSpec(
@@ -517,7 +290,7 @@ class JobRunner:
             job.id, JobState.WAITING, allowed_from={JobState.ACTIVE}, queue=False,
             attempts=job.attempts + 1, error=exc.to_dict(),
         )
-        delay = _backoff(job.attempts, getattr(exc, "retry_after", None))
+        delay = backoff(job.attempts, getattr(exc, "retry_after", None))
         try:
             await self._run_cancellable(running, asyncio.sleep(delay))
         except Interrupted as stop:
@@ -533,7 +306,7 @@ class JobRunner:
         if action == "lost":
             return  # another worker holds the job now; it decides
         if action == "shutdown":
-            await self._hand_back(running)
+            await self.runtime.hand_back(running)
             return
         await self.runtime.publish_progress(force=running)
         target = JobState.PAUSED if action == "pause" else JobState.CANCELLED
@@ -551,23 +324,6 @@ class JobRunner:
                 changes["error"] = {"code": "cancelled", "message": "cancelled on request"}
             running.job, _ = await self.store.transition(job.id, target, **changes)
         await self.store.clear_control(job.id)
-
-    async def _hand_back(self, running: Running) -> None:
-        """Put the job back in the queue with a fresh message; the ``.part`` stays for resume."""
-        await self.runtime.publish_progress(force=running)
-        job = await self.store.get(self.job_id)
-        if job is None:
-            return
-        if job.state is JobState.ACTIVE:
-            running.job, _ = await self.store.transition(
-                job.id, JobState.WAITING, allowed_from={JobState.ACTIVE}
-            )
-        elif job.state is JobState.WAITING:  # between retries
-            await self.store.requeue(job.id, job.priority, int(job.created_at.timestamp() * 1000))
-        else:
-            return
-        await self.runtime.requeue(job.id)
-        log.info("handed job %s back to the queue", job.id)
 
     async def _fail(self, running: Running, exc: BgdownloadError) -> None:
         log.info("job %s failed: %s", self.job_id, exc)
@@ -593,20 +349,12 @@ def _has_part(runner: JobRunner, entry: FileEntry | None, job: Job) -> bool:
         return False
 
 
-def _fill_totals(job: Job) -> None:
-    loaded = sum(f.progress.loaded for f in job.files)
-    totals = [f.progress.total for f in job.files]
-    job.progress = Progress(
-        loaded, None if any(t is None for t in totals) else sum(t or 0 for t in totals), 0.0
-    )
-
-
 def _names(job: Job) -> list[str]:
     names = [f.filename for f in job.files] if job.files else [job.filename]
     return [n for n in names if n]
 
 
-def _backoff(attempt: int, retry_after: float | None) -> float:
+def backoff(attempt: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a server's Retry-After wins when longer."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)

@@ -1,20 +1,25 @@
-"""The API side of the queue: sends download messages that ``bgdownload.worker:broker`` consumes."""
+"""The API side of the queue: sends download messages that ``bgdownload.worker:broker`` consumes.
+
+Built from taskiq's public types only: a message is a :class:`taskiq.TaskiqMessage`
+for the task :data:`~bgdownload.worker.delivery.TASK_NAME` with the job id as its
+one argument, encoded by the broker's formatter — what a kicker sends — so the API
+needs neither the task function nor the worker's broker built from the environment.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from taskiq import TaskiqMiddleware
+from taskiq import TaskiqMessage, TaskiqMiddleware
+from taskiq.kicker import AsyncKicker
 
 from bgdownload.config import Settings
+from bgdownload.worker.delivery import TASK_NAME, DownloadBroker, make_broker
 
 
 class QueueSender:
     """Puts job ids on the work queue for the API process (it never consumes)."""
 
-    def __init__(self, broker: Any, task: Any) -> None:
+    def __init__(self, broker: DownloadBroker) -> None:
         self._broker = broker
-        self._task = task
         #: the Redis stream messages go to
         self.queue_name: str = broker.queue_name
         # The create script can write the message itself (one round trip, atomic with the
@@ -27,20 +32,26 @@ class QueueSender:
 
     @classmethod
     async def open(cls, settings: Settings) -> QueueSender:
-        from bgdownload.worker.task import download, make_broker
-
         broker = make_broker(settings)
         await broker.startup()
-        return cls(broker, download)
+        return cls(broker)
 
     async def send(self, job_id: str, message_id: str) -> None:
-        """Queue ``job_id`` under the message id ``message_id``."""
-        await self._task.kicker().with_broker(self._broker).with_task_id(message_id).kiq(job_id)
+        """Queue ``job_id`` under the message id ``message_id`` (through any middleware)."""
+        kicker: AsyncKicker[[str], None] = AsyncKicker(TASK_NAME, self._broker, labels={})
+        await kicker.with_task_id(message_id).kiq(job_id)
 
     def message(self, job_id: str, message_id: str) -> bytes:
         """The bytes :meth:`send` would add to the stream, for writing them inline."""
-        kicker = self._task.kicker().with_broker(self._broker).with_task_id(message_id)
-        return bytes(self._broker.formatter.dumps(kicker._prepare_message(job_id)).message)
+        message = TaskiqMessage(
+            task_id=message_id,
+            task_name=TASK_NAME,
+            labels={},
+            labels_types={},
+            args=[job_id],
+            kwargs={},
+        )
+        return bytes(self._broker.formatter.dumps(message).message)
 
     async def close(self) -> None:
         await self._broker.shutdown()

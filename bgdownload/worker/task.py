@@ -1,4 +1,4 @@
-"""The taskiq broker and the download task: ``taskiq worker bgdownload.worker:broker``.
+"""The broker built from the environment and the download task: ``bgdownload.worker:broker``.
 
 A queue message carries only a job id (as a hint); the job to run is taken
 from the store's priority queue when the message is first received, and
@@ -6,6 +6,10 @@ remembered under the message's task id so a redelivered message resumes the
 same job. The message is acknowledged only when the task returns, which
 :class:`~bgdownload.worker.runner.JobRunner` does only once the job rests
 (completed, failed, cancelled, paused) — or when it already rests.
+
+Importing this module reads the settings and builds the broker: only the worker
+process (through ``bgdownload.worker:broker``) does; the API sends with
+:class:`~bgdownload.worker.sender.QueueSender`.
 """
 
 from __future__ import annotations
@@ -14,32 +18,16 @@ import asyncio
 import logging
 import signal
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
-from taskiq.serializers import JSONSerializer
 
-from bgdownload import keys
 from bgdownload.config import Settings
-from bgdownload.worker.delivery import DownloadBroker
-
-if TYPE_CHECKING:
-    from bgdownload.worker.runner import WorkerRuntime
+from bgdownload.worker.delivery import TASK_NAME, make_broker
+from bgdownload.worker.runner import run_message
+from bgdownload.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-
-def make_broker(settings: Settings) -> DownloadBroker:
-    """A broker for ``settings``: workers consume from it, the API kicks into it."""
-    new = DownloadBroker(
-        settings.resolve_redis_url(),
-        slots=settings.concurrency,
-        idle_timeout=settings.redelivery_timeout,
-        queue_name=keys.TASK_STREAM,
-    ).with_serializer(JSONSerializer())
-    assert isinstance(new, DownloadBroker)
-    return new
-
 
 settings = Settings.from_env()
 broker = make_broker(settings)
@@ -47,8 +35,6 @@ broker = make_broker(settings)
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start_worker(state: TaskiqState) -> None:
-    from bgdownload.worker.runner import WorkerRuntime
-
     async def requeue(job_id: str) -> None:
         await download.kiq(job_id)
 
@@ -86,8 +72,7 @@ async def _stop_worker(state: TaskiqState) -> None:
         await runtime.close()
 
 
-@broker.task(task_name="bgdownload.download")
+@broker.task(task_name=TASK_NAME)
 async def download(job_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
     """Run the best waiting job (``job_id`` is only a hint for logs) until it rests."""
-    runtime = context.state.runtime
-    await runtime.run_message(context.message.task_id, hint=job_id)
+    await run_message(context.state.runtime, context.message.task_id, hint=job_id)

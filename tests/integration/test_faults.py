@@ -88,6 +88,26 @@ async def test_cancel_removes_everything(
     assert list(download_dir.iterdir()) == []
 
 
+async def test_a_job_deleted_while_it_runs_is_let_go(
+    service: Service, start_worker, source: SourceServer
+) -> None:
+    """The race past the API's delete (which cancels first): the job vanishes under its
+    worker, which finds nothing to report to, lets the message go and takes the next job."""
+    worker: WorkerProcess = start_worker(BGDOWNLOAD_CONCURRENCY="1")
+    job, _ = await service.create(OWNER, {"url": source.url("/bytes/1500000?seed=gone&rate=1000000")})
+    await _wait_loaded(service, job.id, 200_000)
+    stored = await service.store.get(job.id)
+    assert stored is not None
+    await service.store.delete(stored)
+    following, _ = await service.create(OWNER, {"url": source.url("/bytes/1000?seed=next")})
+    done = await wait_for_state(service, OWNER, following.id, {"completed", "failed"})
+    assert done.state.value == "completed", done.error
+    assert await service.store.get(job.id) is None
+    assert not await service.store.has_lease(job.id)
+    log = worker.log()
+    assert "was deleted while it ran" in log and "failed unexpectedly" not in log, log[-2000:]
+
+
 async def test_drop_mid_body_resumes(
     service: Service, worker: WorkerProcess, source: SourceServer, download_dir: Path
 ) -> None:

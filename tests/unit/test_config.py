@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
 import pytest
 
-from bgdownload.config import Settings
+from bgdownload.config import PREFIX, VARIABLES, Settings
 from bgdownload.errors import ConfigError
 
 
@@ -84,3 +85,19 @@ def test_settings_file_mirrors_the_environment_and_env_wins(tmp_path: Path) -> N
 def test_secrets_are_masked_in_repr(tmp_path: Path) -> None:
     s = settings(tmp_path, BGDOWNLOAD_TOKEN="supersecret", BGDOWNLOAD_TOKENS="hunter2:alice")
     assert "supersecret" not in repr(s) and "hunter2" not in repr(s)
+
+
+def test_every_setting_has_exactly_its_variables() -> None:
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {v.field for v in VARIABLES} == fields
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names)) and all(n.startswith(PREFIX) for n in names)
+    merged = [v.field for v in VARIABLES if v.merge]
+    assert merged == ["tokens", "tokens"]  # the file first, so BGDOWNLOAD_TOKENS wins
+
+
+def test_inline_tokens_win_over_the_tokens_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("same:from-file\nonly:file\n")
+    s = settings(tmp_path, BGDOWNLOAD_TOKENS_FILE=str(tokens), BGDOWNLOAD_TOKENS="same:inline")
+    assert s.tokens == {"same": "inline", "only": "file"}
