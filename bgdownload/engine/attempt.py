@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bgdownload.engine.limiter import TokenBucket
-from bgdownload.engine.safety import part_path, sidecar_path
+from bgdownload.engine.sources import Source
+from bgdownload.storage import Storage
 
 
 @dataclass
@@ -81,6 +82,9 @@ class AttemptState:
 
     spec: FetchSpec
     sink: ProgressSink
+    #: where the bytes come from, and where they go
+    source: Source
+    storage: Storage
     filename: str | None = None
     validator: dict[str, str] = field(default_factory=dict)
     total: int | None = None
@@ -92,8 +96,8 @@ class AttemptState:
     sidecar_written: bool = False
     #: the sidecar describes the response being streamed now (its validator and total)
     sidecar_fresh: bool = False
-    #: (filename, path) of the ``.part`` and the sidecar: safe_path resolves every
-    #: component (a syscall each), so once per name and, where it can, off the loop
+    #: (filename, path) of the ``.part`` and the sidecar: the storage checks every
+    #: path component (a syscall each), so once per name and, where it can, off the loop
     known_part: tuple[str, Path] | None = None
     known_sidecar: tuple[str, Path] | None = None
 
@@ -101,14 +105,14 @@ class AttemptState:
     def part(self) -> Path:
         assert self.filename is not None
         if self.known_part is None or self.known_part[0] != self.filename:
-            self.known_part = (self.filename, part_path(self.spec.root, self.filename))
+            self.known_part = (self.filename, self.storage.part_path(self.filename))
         return self.known_part[1]
 
     @property
     def sidecar(self) -> Path:
         assert self.filename is not None
         if self.known_sidecar is None or self.known_sidecar[0] != self.filename:
-            self.known_sidecar = (self.filename, sidecar_path(self.spec.root, self.filename))
+            self.known_sidecar = (self.filename, self.storage.sidecar_path(self.filename))
         return self.known_sidecar[1]
 
     def save_sidecar(self) -> None:

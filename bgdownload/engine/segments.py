@@ -17,11 +17,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
 from bgdownload.engine.attempt import AttemptState, FetchResult, Restart, Segment
 from bgdownload.engine.limiter import consume_all
-from bgdownload.engine.responses import content_range, if_range, raise_for_status
+from bgdownload.engine.sources import Reply, raise_for_status, resume_guard
 from bgdownload.engine.writer import Writer, hash_file
 from bgdownload.errors import NetworkError
 
@@ -30,8 +28,6 @@ MIN_SEGMENT = 4 * 1024 * 1024
 #: how often segment offsets are written to the sidecar while bytes move
 SIDECAR_INTERVAL = 1.0
 
-#: GET a URL with these headers, following redirects (Engine._open)
-Opener = Callable[[str, dict[str, str]], Awaitable[httpx.Response]]
 #: verify the digest and rename the ``.part`` into place (Engine._complete)
 Completer = Callable[[AttemptState, Any, int], Awaitable[FetchResult]]
 
@@ -39,21 +35,20 @@ Completer = Callable[[AttemptState, Any, int], Awaitable[FetchResult]]
 class SegmentedDownload:
     """Downloads ``state``'s file over parallel ranged connections; one per attempt.
 
-    Gets from the engine what stays the engine's job: opening a URL
-    (``open_url``) and finishing a verified file (``complete``).
+    Reads through ``state.source``; finishing a verified file stays the engine's job
+    (``complete``).
     """
 
-    def __init__(self, state: AttemptState, *, open_url: Opener, complete: Completer,
+    def __init__(self, state: AttemptState, *, complete: Completer,
                  min_segment: int = MIN_SEGMENT, sidecar_interval: float = SIDECAR_INTERVAL,
                  threaded_writes: bool = True) -> None:
         self._state = state
-        self._open = open_url
         self._complete = complete
         self._min_segment = min_segment
         self._sidecar_interval = sidecar_interval
         self._threaded_writes = threaded_writes
 
-    async def start(self, first: httpx.Response, total: int) -> FetchResult:
+    async def start(self, first: Reply, total: int) -> FetchResult:
         """Split a fresh download into ranged segments; ``first`` feeds segment 0."""
         state = self._state
         count = max(1, min(state.spec.connections, total // self._min_segment))
@@ -71,11 +66,11 @@ class SegmentedDownload:
     async def resume(self) -> FetchResult:
         state = self._state
         assert state.segments is not None and state.total is not None
-        if not if_range(state.validator) or state.part.stat().st_size != state.total:
+        if not resume_guard(state.validator) or state.part.stat().st_size != state.total:
             raise Restart
         return await self._run(None)
 
-    async def _run(self, first: httpx.Response | None) -> FetchResult:
+    async def _run(self, first: Reply | None) -> FetchResult:
         state = self._state
         assert state.segments is not None and state.total is not None
         total = state.total
@@ -122,7 +117,7 @@ class SegmentedDownload:
         return await self._complete(state, digest, total)
 
     async def _lane(self, fd: int, queue: list[Segment], segment: Segment,
-                    response: httpx.Response | None) -> None:
+                    response: Reply | None) -> None:
         """One connection: download ``segment``, then queued ones, then steal the largest tail."""
         current: Segment | None = segment
         while current is not None:
@@ -143,29 +138,28 @@ class SegmentedDownload:
         state.segments.append(stolen)
         return stolen
 
-    async def _segment(self, fd: int, seg: Segment, response: httpx.Response | None) -> None:
+    async def _segment(self, fd: int, seg: Segment, response: Reply | None) -> None:
         state = self._state
         if not seg.remaining:
             if response is not None:
                 await response.aclose()
             return
         if response is None:
-            headers = dict(state.spec.headers)
-            headers["Range"] = f"bytes={seg.pos}-{seg.end - 1}"
-            headers["If-Range"] = if_range(state.validator) or ""
-            response = await self._open(state.spec.url, headers)
-            if response.status_code == 200:
+            response = await state.source.open(state.spec.url, state.spec.headers,
+                                               start=seg.pos, end=seg.end,
+                                               validator=state.validator)
+            if response.status == 200:
                 await response.aclose()
                 raise Restart  # the source changed or stopped honouring ranges
             raise_for_status(response)
-            parsed = content_range(response)
-            if parsed is None or parsed[0] != seg.pos or parsed[2] != state.total:
+            if (response.status != 206 or response.start != seg.pos
+                    or response.total != state.total):
                 await response.aclose()
                 raise Restart
         buckets, update, total = state.buckets, state.sink.update, state.total
         writer = Writer(fd, None, seg.pos, segment=seg, threaded=self._threaded_writes)
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.body:
                 if buckets:
                     await consume_all(buckets, len(chunk))
                 # The tail of this segment may have been stolen meanwhile; no await
@@ -182,7 +176,7 @@ class SegmentedDownload:
                 if seg.pos >= seg.end:
                     break
             await writer.flush()
-        except httpx.TransportError as exc:
+        except state.source.lost as exc:
             with contextlib.suppress(Exception):
                 await writer.flush()
             raise NetworkError(f"a connection was lost at byte {seg.pos}: {exc}") from exc

@@ -11,7 +11,7 @@ The public seam stays httpx: :class:`GuardedTransport` is an
 ``httpx.AsyncBaseTransport``, so the engine (and tests) speak httpx only.
 
 Destination guard (API.md §5): every connection goes to an address that passed
-:func:`bgdownload.engine.safety.address_blocked`. Names go through
+:func:`bgdownload.engine.addresses.address_blocked`. Names go through
 :class:`GuardedResolver`, which drops blocked addresses from the DNS answer, and
 aiohttp connects to exactly the addresses the resolver returned — so a second,
 different DNS answer (rebinding) can never be connected to unchecked. IP-literal
@@ -31,7 +31,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bgdownload.config import Settings
-from bgdownload.engine.safety import address_blocked, literal_host_address
+from bgdownload.engine.addresses import address_blocked, literal_host_address
 from bgdownload.errors import BlockedDestination
 
 #: aiohttp's body buffer per connection (it pauses reading at twice this). The

@@ -1,29 +1,29 @@
-"""Every rule of API.md §5 that safety.py enforces, without the network."""
+"""Every rule of API.md §5 on URLs, addresses and file names, without the network.
+
+Paths inside the download root: tests/unit/test_storage_files.py.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import threading
-from pathlib import Path
 
 import pytest
 
 from bgdownload.config import Settings
-from bgdownload.engine.safety import (
+from bgdownload.engine.addresses import (
     address_blocked,
     check_literal_host,
+    literal_host_address,
+    resolve_and_check,
+)
+from bgdownload.engine.names import (
     choose_filename,
     filename_from_content_disposition,
     filename_from_url,
-    literal_host_address,
-    reserve_unique_name,
-    resolve_and_check,
-    safe_path,
-    sanitize_filename,
-    validate_url,
 )
+from bgdownload.engine.urls import validate_url
 from bgdownload.errors import BlockedDestination, InvalidURL
+from bgdownload.storage.names import sanitize_filename
 
 NETS = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -200,49 +200,9 @@ def test_choose_filename_order() -> None:
     assert choose_filename(None, 'attachment; filename="../../.ssh/id_rsa"', url) == "ssh_id_rsa"
 
 
-# ----------------------------------------------------------------- unique names
-
-def test_unique_names_on_clash(tmp_path: Path) -> None:
-    assert reserve_unique_name(tmp_path, "a.txt") == "a.txt"  # creates a.txt.part
-    assert reserve_unique_name(tmp_path, "a.txt") == "a (1).txt"  # a.txt.part exists
-    (tmp_path / "b.tar.gz").write_bytes(b"x")
-    assert reserve_unique_name(tmp_path, "b.tar.gz") == "b (1).tar.gz"
-    assert (tmp_path / "b (1).tar.gz.part").exists()
-    assert reserve_unique_name(tmp_path, "../evil") == "evil"
-
-
-def test_unique_names_under_concurrency(tmp_path: Path) -> None:
-    picked: list[str] = []
-    barrier = threading.Barrier(8)
-
-    def pick() -> None:
-        barrier.wait()
-        picked.append(reserve_unique_name(tmp_path, "same.bin"))
-
-    threads = [threading.Thread(target=pick) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert len(set(picked)) == 8
-
-
-def test_paths_stay_inside_root(tmp_path: Path) -> None:
-    assert safe_path(tmp_path, "x.bin") == tmp_path.resolve() / "x.bin"
-    for bad in ("../x", "a/b", "..", ".", "", "a\\b"):
-        with pytest.raises(InvalidURL):
-            safe_path(tmp_path, bad)
-    outside = tmp_path.parent / "outside.txt"
-    os.symlink(outside, tmp_path / "link.txt")
-    with pytest.raises(InvalidURL):
-        safe_path(tmp_path, "link.txt")  # a planted symlink cannot redirect the write
-
-
 def test_documentation_ranges_are_not_refused() -> None:
     """API.md §5 names loopback, private, link-local, multicast, reserved, unspecified;
     the documentation ranges are none of those (and host package mirrors here)."""
-    from bgdownload.engine.safety import address_blocked
-
     for addr in ("203.0.113.80", "192.0.2.1", "198.51.100.7", "2001:db8::1"):
         assert not address_blocked(addr)
     for addr in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "198.18.0.1"):

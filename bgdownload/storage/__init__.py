@@ -1,0 +1,72 @@
+"""Where finished bytes go: the :class:`Storage` seam and the storage of a download root.
+
+The engine writes a download into a ``.part`` beside a sidecar (what it needs to
+resume), and only a verified file is promoted to its final name; the service serves
+and deletes finished files and drops a cancelled job's partial data. All of them
+ask a :class:`Storage` for those names and paths instead of building paths
+themselves, so another kind of storage (an object store) can stand where the
+download root stands today (:class:`bgdownload.storage.files.FileStorage`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from bgdownload.storage.files import FileStorage
+
+__all__ = ["FileStorage", "Storage", "storage_at"]
+
+
+class Storage(Protocol):
+    """The names, partial data and finished files of one download destination.
+
+    ``name`` is always one safe file name as :meth:`reserve` gave it out (a job's
+    ``filename``, and today its ``path`` too); a name that would leave the storage
+    raises :class:`bgdownload.errors.InvalidURL`.
+    """
+
+    async def reserve(self, wished: str) -> tuple[str, Path]:
+        """Claim a free name for ``wished``, create its empty ``.part``; the name and that path.
+
+        ``wished`` is sanitised; when it is taken, ``name (1).ext``, ``name (2).ext``
+        … so two jobs racing for one name always end up with different ones.
+        """
+        ...
+
+    def part_path(self, name: str) -> Path:
+        """Where the bytes of ``name`` are written until they are verified."""
+        ...
+
+    def sidecar_path(self, name: str) -> Path:
+        """Where the engine keeps what it needs to resume ``name``."""
+        ...
+
+    def file_path(self, name: str) -> Path:
+        """The finished file ``name`` (a job's ``path``): what ``GET …/file`` serves."""
+        ...
+
+    def has_part(self, name: str) -> bool:
+        """True when partial data of ``name`` is there to resume (False for unsafe names)."""
+        ...
+
+    async def promote(self, name: str) -> str:
+        """Give the verified ``.part`` of ``name`` its final name; returns that name.
+
+        Never replaces a file that appeared meanwhile: the file then gets the next
+        free name instead.
+        """
+        ...
+
+    def discard(self, name: str) -> None:
+        """Delete the partial data of ``name`` (its ``.part`` and sidecar), if any."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Delete the finished file ``name`` and any partial data of it."""
+        ...
+
+
+def storage_at(root: Path) -> Storage:
+    """The storage whose files live under ``root``: today always a download root."""
+    return FileStorage(root)

@@ -1,0 +1,187 @@
+"""The download root: finished files, their ``.part`` and sidecar, side by side in one folder.
+
+``<name>.part`` holds the bytes until they are verified, ``<name>.part.json`` (the
+sidecar) what a later attempt needs to resume them; a verified ``.part`` is
+linked (or renamed) to ``<name>``, never over a file that is there already. Every
+path is checked to stay inside the root, symlinks included (API.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from bgdownload.errors import InvalidURL
+from bgdownload.storage.names import sanitize_filename, split_ext
+
+PART_SUFFIX = ".part"
+SIDECAR_SUFFIX = ".part.json"
+
+log = logging.getLogger(__name__)
+
+
+def safe_path(root: Path, name: str) -> Path:
+    """``root/name``, refusing any name that would land outside ``root``."""
+    base = root.resolve()
+    if not _is_component(name):
+        raise InvalidURL(f"unsafe file name {name!r}")
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise InvalidURL(f"file name {name!r} leaves the download root")
+    return path
+
+
+def part_path(root: Path, name: str) -> Path:
+    return safe_path(root, name + PART_SUFFIX)
+
+
+def sidecar_path(root: Path, name: str) -> Path:
+    return safe_path(root, name + SIDECAR_SUFFIX)
+
+
+def reserve_unique_name(root: Path, name: str, *, limit: int = 10_000) -> str:
+    """Claim a free name in ``root`` for ``name`` and create its empty ``.part``.
+
+    Picks ``name``, then ``name (1).ext``, ``name (2).ext`` … such that neither the
+    final file nor its ``.part`` exists, creating the ``.part`` with ``O_EXCL`` so two
+    jobs racing for the same name always end up with different ones.
+    """
+    name = sanitize_filename(name)
+    root.mkdir(parents=True, exist_ok=True)
+    stem, ext = split_ext(name)
+    for i in range(limit):
+        candidate = name if i == 0 else f"{stem} ({i}){ext}"
+        final = safe_path(root, candidate)
+        if final.exists() or final.is_symlink():
+            continue
+        try:
+            fd = os.open(part_path(root, candidate), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        # Another job may have renamed its finished ``.part`` into place meanwhile.
+        if final.exists():
+            os.unlink(part_path(root, candidate))
+            continue
+        return candidate
+    raise FileExistsError(f"no free file name for {name!r} in {root}")
+
+
+def _is_component(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
+
+
+def _reserve_wished(base: Path, wished: str) -> tuple[str, Path] | None:
+    """:func:`reserve_unique_name`'s common case in a few syscalls: ``wished`` is free.
+
+    ``base`` is the download root already resolved, so no path is resolved again:
+    the name is one sanitized component, the final name must not exist even as a
+    symlink, and ``O_EXCL`` never follows one. None when the name is taken or
+    anything is unusual; then the careful path decides.
+    """
+    name = sanitize_filename(wished)
+    if not _is_component(name):
+        return None
+    final, part = base / name, base / (name + PART_SUFFIX)
+    if os.path.lexists(final):
+        return None
+    try:
+        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+    except OSError:  # taken, or the root vanished: reserve_unique_name copes
+        return None
+    os.close(fd)
+    if os.path.lexists(final):  # renamed into place by another job meanwhile
+        os.unlink(part)
+        return None
+    return name, part
+
+
+def _rename_into_place(root: Path, filename: str) -> str:
+    """``.part`` → final name without replacing a file that appeared meanwhile."""
+    part = part_path(root, filename)
+    try:
+        os.link(part, safe_path(root, filename))
+    except FileExistsError:
+        filename = reserve_unique_name(root, filename)
+        os.replace(part, part_path(root, filename))
+        os.rename(part_path(root, filename), safe_path(root, filename))
+        return filename
+    except OSError:  # file systems without hard links
+        os.rename(part, safe_path(root, filename))
+        return filename
+    os.unlink(part)
+    return filename
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+class FileStorage:
+    """The files of one download root (see :class:`bgdownload.storage.Storage`).
+
+    >>> storage = FileStorage(Path("downloads"))
+    >>> name, part = await storage.reserve("report.pdf")          # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        #: the root as resolved once: the common reservation and promotion then cost a
+        #: few syscalls on the event loop instead of a thread hand-off (small files
+        #: pay that per file)
+        self._base: Path | None = None
+
+    async def reserve(self, wished: str) -> tuple[str, Path]:
+        """A free name for ``wished`` with its empty ``.part`` created, and that path."""
+        if self._base is not None:
+            reserved = _reserve_wished(self._base, wished)
+            if reserved is not None:
+                return reserved
+        name = await asyncio.to_thread(reserve_unique_name, self.root, wished)
+        return name, self.part_path(name)
+
+    def part_path(self, name: str) -> Path:
+        path = part_path(self.root, name)
+        self._base = path.parent
+        return path
+
+    def sidecar_path(self, name: str) -> Path:
+        return sidecar_path(self.root, name)
+
+    def file_path(self, name: str) -> Path:
+        return safe_path(self.root, name)
+
+    def has_part(self, name: str) -> bool:
+        try:
+            return part_path(self.root, name).exists()
+        except InvalidURL:
+            return False
+
+    async def promote(self, name: str) -> str:
+        base = self._base
+        if base is not None and _is_component(name):
+            # The common case on the loop; anything unusual goes the careful way.
+            part = base / (name + PART_SUFFIX)
+            try:
+                os.link(part, base / name)
+            except OSError:
+                pass
+            else:
+                os.unlink(part)
+                return name
+        return await asyncio.to_thread(_rename_into_place, self.root, name)
+
+    def discard(self, name: str) -> None:
+        for path in (part_path(self.root, name), sidecar_path(self.root, name)):
+            _remove_quietly(path)
+
+    def delete(self, name: str) -> None:
+        _remove_quietly(safe_path(self.root, name))
+        self.discard(name)

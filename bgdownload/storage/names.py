@@ -1,0 +1,62 @@
+"""What a safe file name is: one path component, no tricks, at most 200 bytes (API.md §5)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+FALLBACK_NAME = "download"
+MAX_NAME_BYTES = 200
+
+_UNSAFE_CHARS = re.compile(r'[/\\\x00-\x1f\x7f<>:"|?*]')
+_DOT_RUNS = re.compile(r"\.{2,}")
+_COMPOUND_EXT = re.compile(r"(\.tar\.(?:gz|bz2|xz|zst|lz|lzma|z))$", re.IGNORECASE)
+_MAX_EXT_BYTES = 24
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """``"a.tar.gz"`` → ``("a", ".tar.gz")``; ``"README"`` → ``("README", "")``."""
+    m = _COMPOUND_EXT.search(name)
+    if m and m.start() > 0:
+        return name[: m.start()], m.group(1)
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        return name, ""
+    return stem, "." + ext
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def sanitize_filename(name: str | None, *, fallback: str = FALLBACK_NAME) -> str:
+    """Make ``name`` a safe single path component (API.md §5).
+
+    No path separators, no ``..``, no control or bidi-override characters, no
+    leading dot, at most 200 bytes of UTF-8 (the extension is kept). Returns
+    ``fallback`` when nothing usable is left.
+
+    >>> sanitize_filename("../../etc/passwd")
+    'etc_passwd'
+    """
+    if not name:
+        return fallback
+    text = unicodedata.normalize("NFC", str(name))
+    # Format characters (Cf) include right-to-left overrides that disguise extensions.
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    text = _UNSAFE_CHARS.sub("_", text)
+    text = _DOT_RUNS.sub(".", text)
+    text = text.strip().lstrip("._ ").rstrip(". ")
+    text = re.sub(r"_{2,}", "_", text)
+    if not text or set(text) <= {".", "_"}:
+        return fallback
+    if len(text.encode("utf-8")) > MAX_NAME_BYTES:
+        stem, ext = split_ext(text)
+        if len(ext.encode("utf-8")) > _MAX_EXT_BYTES:
+            stem, ext = text, ""
+        stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(ext.encode("utf-8"))).rstrip(". ")
+        text = (stem + ext) if stem else fallback
+    return text
