@@ -338,15 +338,10 @@ class JobRunner:
 
 def _has_part(runner: JobRunner, entry: FileEntry | None, job: Job) -> bool:
     """Reuse the chosen name only when its ``.part`` is still there to resume."""
-    from bgdownload.engine.safety import part_path
-
     name = entry.filename if entry else job.filename
     if not name or (entry is None and job.path is None) or (entry and entry.path is None):
         return False
-    try:
-        return part_path(runner.settings.download_dir, name).exists()
-    except BgdownloadError:
-        return False
+    return runner.runtime.engine.storage(runner.settings.download_dir).has_part(name)
 
 
 def _names(job: Job) -> list[str]:
