@@ -21,7 +21,7 @@ from bgdownload import local
 from bgdownload.config import Settings
 from bgdownload.errors import ServerUnavailable
 from bgdownload.service import Service
-from bgdownload.web.rest import Reply, health, unhealthy
+from bgdownload.web import rest
 
 #: how long a request waits for a start that is still under way before a 503
 READY_WAIT = 90.0
@@ -103,7 +103,7 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), wait)
 
-    async def health(self, wait: float = HEALTH_WAIT) -> Reply:
+    async def health(self, wait: float = HEALTH_WAIT) -> rest.Reply:
         """``/bgdownload/healthz``: the Quart answer plus where things run.
 
         A start under way is waited for briefly, then reported as ``"starting"``.
@@ -114,8 +114,8 @@ class Runtime:
             where = {"api_url": self.stack.get("api_url"), "logs": self.stack.get("logs")}
         if self._service is None:
             message = self.error or "bgdownload is still starting"
-            return unhealthy(message, redis="error" if self.error else "starting", extra=where)
-        return await health(self._service, extra=where)
+            return rest.unhealthy(message, redis="error" if self.error else "starting", extra=where)
+        return await rest.health(self._service, extra=where)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
