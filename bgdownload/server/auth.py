@@ -16,9 +16,7 @@ from typing import Any, TypeVar
 from quart import current_app, g, request, websocket
 
 from bgdownload.errors import Unauthorized
-
-#: owner of every job in single-user mode (the same on every surface)
-LOCAL_OWNER = "local"
+from bgdownload.web import LOCAL_OWNER
 
 _QUERY_TOKEN_ATTR = "_bgdownload_query_token"
 

@@ -32,6 +32,7 @@ from bgdownload.server.schemas import (
 )
 from bgdownload.server.state import service, settings
 from bgdownload.server.streams import last_event_id, pump_websocket, sse_response
+from bgdownload.web.requests import IDEMPOTENCY_HEADER
 
 compat = Blueprint("compat", __name__)
 compat.before_request(authenticate_request)
@@ -87,7 +88,7 @@ async def seed_create() -> tuple[dict[str, Any], int]:
     data = {name: fields[name] for name in ("url", "filename") if fields.get(name)}
     if "url" not in data:
         raise InvalidRequest("url is required")
-    key = request.headers.get("Idempotency-Key")
+    key = request.headers.get(IDEMPOTENCY_HEADER)
     job, _ = await service().create(current_owner(), data, idempotency_key=key)
     return {
         "success": True,

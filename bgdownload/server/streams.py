@@ -1,21 +1,13 @@
-"""Event streams of API.md §3 over SSE and WebSocket.
-
-Each open stream holds one Service iterator (a hub subscription). Whatever
-ends the stream — the terminal event, the client going away, the server
-shutting down — closes that iterator in ``finally`` at once, so a dropped
-browser tab costs nothing after its TCP connection is gone.
-"""
+"""Event streams of docs/api.md §3 over SSE and WebSocket: Quart glue over ``web.streams``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from quart import Blueprint, Response, request, websocket
 from quart_schema import document_querystring
 
-from bgdownload.errors import NotFound
 from bgdownload.models import Event
 from bgdownload.server.auth import (
     authenticate_request,
@@ -24,18 +16,10 @@ from bgdownload.server.auth import (
     query_token_allowed,
 )
 from bgdownload.server.metrics import server_metrics
-from bgdownload.server.schemas import StreamQuery
 from bgdownload.server.state import service
-from bgdownload.web.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
-
-#: browsers wait this long before reconnecting a dropped EventSource
-RETRY_MS = 2000
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-}
+from bgdownload.web import requests
+from bgdownload.web.schemas import StreamQuery
+from bgdownload.web.streams import SSE_HEADERS, job_events, sse_text, ws_messages
 
 streams_bp = Blueprint("streams", __name__, url_prefix="/api/v1")
 streams_bp.before_request(authenticate_request)
@@ -44,37 +28,31 @@ streams_bp.before_websocket(authenticate_websocket)
 
 def last_event_id() -> str | None:
     """``Last-Event-ID`` header (EventSource reconnects) or ``?last_event_id=``."""
-    value = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    return value.strip() or None if value else None
+    return requests.last_event_id(
+        request.headers.get("Last-Event-ID"), request.args.get("last_event_id")
+    )
+
+
+def ws_last_event_id() -> str | None:
+    return requests.last_event_id(
+        websocket.args.get("last_event_id"), websocket.headers.get("Last-Event-ID")
+    )
 
 
 def sse_response(
-    events: AsyncIterator[Event],
-    render: Callable[[Event], str | None] = Event.sse,
-    *,
-    keepalive: float = KEEPALIVE_INTERVAL,
+    events: AsyncIterator[Event], render: Callable[[Event], str | None] = Event.sse
 ) -> Response:
     """A ``text/event-stream`` response over ``events``; ``render`` may skip one (None)."""
     counter = server_metrics().streams
 
     async def body() -> AsyncIterator[bytes]:
         counter.opened("sse")
-        paced = with_keepalive(events, keepalive)
+        text = sse_text(events, render)
         try:
-            yield f"retry: {RETRY_MS}\n\n".encode()
-            async for item in paced:
-                if item is None:
-                    yield b": keep-alive\n\n"
-                    continue
-                text = render(item)
-                if text is not None:
-                    yield text.encode()
-        except NotFound:
-            return  # the job was deleted mid-stream: end it like a finished one
+            async for chunk in text:
+                yield chunk.encode()
         finally:
-            # async for does not close what it iterates: do it now, not at GC time
-            await aclose(paced)
-            await aclose(events)
+            await text.aclose()
             counter.closed("sse")
 
     response = Response(body(), status=200, headers=SSE_HEADERS)
@@ -87,10 +65,7 @@ def sse_response(
 @document_querystring(StreamQuery)
 async def job_event_stream(job_id: str) -> Response:
     """Server-Sent Events of one job; ends after its terminal state."""
-    owner = current_owner()
-    svc = service()
-    await svc.get(owner, job_id)  # a 404 must come before the 200 of the stream
-    return sse_response(svc.job_events(owner, job_id, last_event_id=last_event_id()))
+    return sse_response(await job_events(service(), current_owner(), job_id, last_event_id()))
 
 
 @streams_bp.get("/events")
@@ -102,7 +77,8 @@ async def owner_event_stream() -> Response:
 
 
 async def pump_websocket(
-    events: AsyncIterator[Event], frame: Callable[[Event], dict[str, Any] | None]
+    events: AsyncIterator[Event],
+    frame: Callable[[Event], dict[str, Any] | None] = Event.to_ws_frame,
 ) -> None:
     """Accept, send one JSON frame per event, close normally when the events end.
 
@@ -110,25 +86,20 @@ async def pump_websocket(
     """
     counter = server_metrics().streams
     counter.opened("websocket")
+    messages = ws_messages(events, frame)
     try:
         await websocket.accept()
-        async for event in events:
-            data = frame(event)
-            if data is not None:
-                await websocket.send(json.dumps(data))
-        await websocket.close(1000)
-    except NotFound:
+        async for message in messages:
+            await websocket.send(message)
         await websocket.close(1000)
     finally:
-        await aclose(events)
+        await messages.aclose()
         counter.closed("websocket")
 
 
 @streams_bp.websocket("/downloads/<job_id>/ws")
 async def job_websocket(job_id: str) -> None:
     """The job's events as frames ``{"event", "id", "data"}``; closes after the terminal one."""
-    owner = current_owner()
-    svc = service()
-    await svc.get(owner, job_id)  # refused with 404 before the upgrade
-    last = websocket.args.get("last_event_id") or websocket.headers.get("Last-Event-ID")
-    await pump_websocket(svc.job_events(owner, job_id, last_event_id=last), Event.to_ws_frame)
+    # an unknown job is refused with 404 here, before the upgrade
+    events = await job_events(service(), current_owner(), job_id, ws_last_event_id())
+    await pump_websocket(events)

@@ -1,16 +1,93 @@
-"""Helpers for serving event streams, shared by the Quart and Tornado adapters."""
+"""Event streams of docs/api.md §3 as both adapters serve them: SSE text and WebSocket frames.
+
+Each open stream holds one Service iterator (a hub subscription). Whatever
+ends the stream — the terminal event, the client going away, the server
+shutting down — closes that iterator in ``finally`` at once, so a dropped
+browser tab costs nothing after its TCP connection is gone. The adapters only
+write what these generators yield, and close them when their client leaves.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
+
+from bgdownload.errors import NotFound
+from bgdownload.models import Event
+from bgdownload.service import Service
 
 T = TypeVar("T")
 
-#: seconds of silence after which an SSE stream gets a ``: keep-alive`` comment (API.md §3)
+#: seconds of silence after which an SSE stream gets a ``: keep-alive`` comment (docs/api.md §3)
 KEEPALIVE_INTERVAL = 15.0
+
+#: browsers wait this long before reconnecting a dropped EventSource
+RETRY_MS = 2000
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+}
+
+KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
+async def job_events(
+    service: Service, owner: str, job_id: str, last_event_id: str | None
+) -> AsyncIterator[Event]:
+    """The job's events, once it is known to exist: a 404 must come before the stream's 200."""
+    await service.get(owner, job_id)
+    return service.job_events(owner, job_id, last_event_id=last_event_id)
+
+
+async def sse_text(
+    events: AsyncIterator[Event],
+    render: Callable[[Event], str | None] = Event.sse,
+    *,
+    keepalive: float = KEEPALIVE_INTERVAL,
+) -> AsyncGenerator[str, None]:
+    """The body of a ``text/event-stream`` over ``events``; ``render`` may skip one (None).
+
+    A ``retry:`` line first, then each event, and a keep-alive comment after each
+    ``keepalive`` seconds of silence. A job deleted mid-stream ends it like a finished one.
+    """
+    paced = with_keepalive(events, keepalive)
+    try:
+        yield f"retry: {RETRY_MS}\n\n"
+        async for item in paced:
+            if item is None:
+                yield KEEPALIVE_COMMENT
+                continue
+            text = render(item)
+            if text is not None:
+                yield text
+    except NotFound:
+        return
+    finally:
+        # async for does not close what it iterates: do it now, not at GC time
+        await aclose(paced)
+        await aclose(events)
+
+
+async def ws_messages(
+    events: AsyncIterator[Event],
+    frame: Callable[[Event], dict[str, Any] | None] = Event.to_ws_frame,
+) -> AsyncGenerator[str, None]:
+    """One JSON text message per event (``frame`` may skip one); the adapter closes with 1000
+    when this ends — after the terminal event, or when the job was deleted mid-stream."""
+    try:
+        async for event in events:
+            data = frame(event)
+            if data is not None:
+                yield json.dumps(data)
+    except NotFound:
+        return
+    finally:
+        await aclose(events)
 
 
 async def with_keepalive(

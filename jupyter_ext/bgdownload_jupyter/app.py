@@ -10,7 +10,7 @@ from traitlets import Bool, Float
 
 from bgdownload.config import Settings
 from bgdownload.errors import ConfigError
-from bgdownload.server import STATIC
+from bgdownload.web import STATIC
 from bgdownload_jupyter.base import RUNTIME_KEY
 from bgdownload_jupyter.handlers import (
     ControlHandler,

@@ -1,28 +1,25 @@
-"""What every bgdownload handler shares: the Service, the owner, error bodies.
+"""What every bgdownload handler shares: the Service, the owner, replies and error bodies.
 
 Authentication, authorization and XSRF are Jupyter's (``@web.authenticated``,
 ``@authorized``, tornado's XSRF check on mutating requests, skipped by Jupyter
 for token-authenticated calls); their refusals keep Jupyter's own format.
-Errors raised by the Service leave as API.md's ``{"error": {"code", "message"}}``.
+Everything else that goes wrong leaves as docs/api.md's ``{"error": {"code",
+"message"}}``, mapped by :func:`bgdownload.web.errors.error_reply`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
+from tornado import web
 
-from bgdownload.errors import (
-    BgdownloadError,
-    InvalidRequest,
-    RateLimited,
-    RequestError,
-    ServerUnavailable,
-)
-from bgdownload.server.auth import LOCAL_OWNER
 from bgdownload.service import Service
+from bgdownload.web import LOCAL_OWNER
+from bgdownload.web.errors import error_reply, log_failure
+from bgdownload.web.requests import Query
+from bgdownload.web.rest import Reply
 from bgdownload_jupyter.runtime import Runtime
 
 #: key of the :class:`Runtime` in the tornado application settings
@@ -52,56 +49,48 @@ class BgdownloadMixin:
             return LOCAL_OWNER
         return str(self.current_user.username)
 
-    def api_url(self, *parts: str) -> str:
-        """An absolute path under ``{base_url}bgdownload/api/v1``."""
+    @property
+    def api_root(self) -> str:
+        """The absolute path of ``{base_url}bgdownload/api/v1``."""
         base = str(self.settings.get("base_url", "/"))
-        return "/".join([base.rstrip("/"), "bgdownload/api/v1", *parts])
+        return base.rstrip("/") + "/bgdownload/api/v1"
 
 
 class BgdownloadAPIHandler(BgdownloadMixin, APIHandler):
-    """JSON handler: Jupyter auth, API.md error bodies."""
+    """JSON handler: Jupyter auth, docs/api.md error bodies."""
 
     auth_resource = AUTH_RESOURCE
 
-    def write_json(self, body: Any, status: int = 200) -> None:
-        self.set_status(status)
+    def query(self) -> Query:
+        """The query string, every value of each name (what :mod:`bgdownload.web` reads)."""
+        return {name: [value.decode("utf-8", "replace") for value in values]
+                for name, values in self.request.query_arguments.items()}
+
+    def reply(self, reply: Reply) -> None:
+        self.set_status(reply.status)
+        for name, value in reply.headers.items():
+            self.set_header(name, value)
+        if reply.body is None:
+            self.finish()
+            return
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
+        self.finish(json.dumps(reply.body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if not isinstance(exc, BgdownloadError):
+        if exc is None or isinstance(exc, web.HTTPError):
             super().write_error(status_code, **kwargs)  # Jupyter's own refusals (403, …)
             return
-        if isinstance(exc, RequestError | ServerUnavailable):
-            status, body = exc.status, exc.to_dict()
-        else:
-            status, body = 500, {"code": "internal", "message": "internal server error"}
-        if isinstance(exc, RateLimited):
-            self.set_header("Retry-After", str(max(1, math.ceil(exc.retry_after))))
+        error = error_reply(exc)
         self.clear_header("Content-Disposition")
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": body}))
+        self.reply(Reply(error.status, error.body, error.headers))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # the caller's mistakes are answers, not server faults worth a traceback
-        if isinstance(value, RequestError | ServerUnavailable):
-            self.log.debug("bgdownload: %s %s → %s", self.request.method, self.request.path, value)
+        if value is None or isinstance(value, web.HTTPError):
+            super().log_exception(typ, value, tb)
             return
-        super().log_exception(typ, value, tb)
+        where = f"{self.request.method} {self.request.path}"
+        log_failure(self.log, value, error_reply(value), where)
 
 
-def parse_bool(name: str, text: str | None) -> bool:
-    """``?delete_file=true`` and friends; anything unclear is a 400, not a guess."""
-    if text is None or text == "":
-        return False
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise InvalidRequest(f"{name} must be true or false")
-
-
-__all__ = ["AUTH_RESOURCE", "RUNTIME_KEY", "BgdownloadAPIHandler", "BgdownloadMixin", "parse_bool"]
+__all__ = ["AUTH_RESOURCE", "RUNTIME_KEY", "BgdownloadAPIHandler", "BgdownloadMixin"]

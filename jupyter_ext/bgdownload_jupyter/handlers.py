@@ -1,24 +1,16 @@
-"""REST routes of API.md §2 under ``{base_url}bgdownload/api/v1``: thin calls into the Service.
-
-The twin of ``bgdownload/server/routes.py``: every decision (validation,
-scoping, state checks) is the Service's; these only translate HTTP.
-"""
+"""REST routes of docs/api.md §2 under ``{base_url}bgdownload/api/v1``: Tornado glue over
+:mod:`bgdownload.web.rest`, where the Quart server's routes go too."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
-from pydantic import ValidationError
 from tornado import web
 
-from bgdownload.errors import InvalidRequest, PayloadTooLarge
-from bgdownload.models import Job, parse_states
-from bgdownload.server.schemas import CreateDownload, describe
-from bgdownload_jupyter.base import BgdownloadAPIHandler, parse_bool
-
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+from bgdownload.web import requests, rest
+from bgdownload_jupyter.base import BgdownloadAPIHandler
 
 
 class DownloadsHandler(BgdownloadAPIHandler):
@@ -27,54 +19,26 @@ class DownloadsHandler(BgdownloadAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = await self.service()
-        states = parse_states(self.get_query_argument("state", None))
-        limit = _int_argument("limit", self.get_query_argument("limit", None), default=50)
-        cursor = self.get_query_argument("cursor", None) or None
-        # the stream position before the read: replaying from it leaves no gap
-        self.set_header("X-Last-Event-ID", await service.owner_position(self.owner))
-        jobs, next_cursor = await service.list(self.owner, states=states, limit=limit,
-                                               cursor=cursor)
-        self.write_json({"items": [job.to_public() for job in jobs], "next": next_cursor})
+        self.reply(await rest.list_jobs(await self.service(), self.owner, self.query()))
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         service = await self.service()
-        data = self._create_body()
-        key = self.request.headers.get("Idempotency-Key")
-        job, created = await service.create(self.owner, data, idempotency_key=key)
-        self.set_header("Location", self.api_url("downloads", job.id))
-        self.write_json(job.to_public(), 202 if created else 200)
+        key = self.request.headers.get(requests.IDEMPOTENCY_HEADER)
+        self.reply(await rest.create(service, self.owner, self._create_body(),
+                                     idempotency_key=key, api_root=self.api_root))
 
     def _create_body(self) -> dict[str, Any]:
-        """JSON, urlencoded or multipart bodies with the same field names (API.md §2)."""
-        limit = self.runtime.settings.max_body
-        if len(self.request.body) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        mimetype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if mimetype in _FORM_TYPES:
+        """JSON, urlencoded or multipart bodies with the same field names (docs/api.md §2)."""
+        requests.check_body_size(len(self.request.body), self.runtime.settings.max_body)
+        mimetype = requests.mimetype(self.request.headers.get("Content-Type"))
+        if requests.is_form(mimetype):
             form = self.request.body_arguments
-            unknown = sorted(set(form) - set(CreateDownload.model_fields))
-            if unknown:
-                raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
-            # the Service reads JSON text in files/headers/metadata, as a form sends them
-            return {name: values[-1].decode("utf-8", "replace") for name, values in form.items()}
-        if mimetype not in ("application/json", "") and not mimetype.endswith("+json"):
-            raise InvalidRequest(f"unsupported Content-Type {mimetype!r}: send JSON or a form")
-        if not self.request.body.strip():
-            return {}
-        try:
-            data = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        try:
-            CreateDownload.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidRequest(describe(exc)) from None
-        return data
+            return requests.form_create_body(
+                {name: values[0].decode("utf-8", "replace") for name, values in form.items()}
+            )
+        return requests.json_create_body(mimetype, self.request.body)
 
 
 class DownloadHandler(BgdownloadAPIHandler):
@@ -83,32 +47,21 @@ class DownloadHandler(BgdownloadAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        service = await self.service()
-        self.write_json((await service.get(self.owner, job_id)).to_public())
+        self.reply(await rest.get(await self.service(), self.owner, job_id))
 
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
-        service = await self.service()
-        delete_file = parse_bool("delete_file", self.get_query_argument("delete_file", None))
-        await service.delete(self.owner, job_id, delete_file=delete_file)
-        self.set_status(204)
-        self.finish()
+        self.reply(await rest.delete(await self.service(), self.owner, job_id, self.query()))
 
 
 class ControlHandler(BgdownloadAPIHandler):
     """``/downloads/{id}/{cancel|pause|resume|retry}`` (POST)."""
 
-    #: action → success status (API.md §2: queueing answers 202)
-    ACTIONS = {"cancel": 200, "pause": 200, "resume": 202, "retry": 202}
-
     @web.authenticated
     @authorized
     async def post(self, job_id: str, action: str) -> None:
-        service = await self.service()
-        operation = getattr(service, action)  # the route pattern admits only ACTIONS
-        job: Job = await operation(self.owner, job_id)
-        self.write_json(job.to_public(), self.ACTIONS[action])
+        self.reply(await rest.control(await self.service(), self.owner, job_id, action))
 
 
 class FileHandler(BgdownloadAPIHandler, web.StaticFileHandler):
@@ -122,9 +75,7 @@ class FileHandler(BgdownloadAPIHandler, web.StaticFileHandler):
         self.set_header("Content-Disposition", _attachment(path.name))
         # files sit directly in the (resolved) download root, tornado's root here;
         # tornado checks again that the path stays inside it
-        await web.StaticFileHandler.get(
-            self, path.name, include_body=include_body
-        )
+        await web.StaticFileHandler.get(self, path.name, include_body=include_body)
 
     @web.authenticated
     @authorized
@@ -136,26 +87,14 @@ class FileHandler(BgdownloadAPIHandler, web.StaticFileHandler):
 
 
 class HealthHandler(BgdownloadAPIHandler):
-    """``{base_url}bgdownload/healthz``: the Quart body, or 503 with what went wrong."""
+    """``{base_url}bgdownload/healthz``: the Quart body plus where the stack runs, or 503."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        status, body = await self.runtime.health()
-        self.write_json(body, status)
-
-
-def _int_argument(name: str, text: str | None, *, default: int) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer") from None
+        self.reply(await self.runtime.health())
 
 
 def _attachment(name: str) -> str:
-    from urllib.parse import quote
-
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"

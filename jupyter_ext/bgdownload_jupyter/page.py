@@ -15,7 +15,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
-from bgdownload.server import STATIC
+from bgdownload.web import STATIC
 from bgdownload_jupyter.base import AUTH_RESOURCE, BgdownloadMixin
 
 

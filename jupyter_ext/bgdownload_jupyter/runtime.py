@@ -21,6 +21,7 @@ from bgdownload import local
 from bgdownload.config import Settings
 from bgdownload.errors import ServerUnavailable
 from bgdownload.service import Service
+from bgdownload.web import rest
 
 #: how long a request waits for a start that is still under way before a 503
 READY_WAIT = 90.0
@@ -102,8 +103,8 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), wait)
 
-    async def health(self, wait: float = HEALTH_WAIT) -> tuple[int, dict[str, Any]]:
-        """(status, body) for ``/bgdownload/healthz``: the Quart body plus where things run.
+    async def health(self, wait: float = HEALTH_WAIT) -> rest.Reply:
+        """``/bgdownload/healthz``: the Quart answer plus where things run.
 
         A start under way is waited for briefly, then reported as ``"starting"``.
         """
@@ -113,18 +114,8 @@ class Runtime:
             where = {"api_url": self.stack.get("api_url"), "logs": self.stack.get("logs")}
         if self._service is None:
             message = self.error or "bgdownload is still starting"
-            state = "error" if self.error else "starting"
-            return 503, {"redis": state, "workers": 0, **where,
-                         "error": {"code": "unavailable", "message": message}}
-        try:
-            health = await self._service.health()
-        except Exception as exc:  # unreachable Redis is "unhealthy", not a 500
-            return 503, {"redis": "error", "workers": 0, **where,
-                         "error": {"code": "unavailable", "message": f"redis unreachable: {exc}"}}
-        if not health.get("workers"):
-            message = "no worker has been seen recently (start one: bgdownload worker)"
-            return 503, {**health, **where, "error": {"code": "unavailable", "message": message}}
-        return 200, {**health, **where}
+            return rest.unhealthy(message, redis="error" if self.error else "starting", extra=where)
+        return await rest.health(self._service, extra=where)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

@@ -1,16 +1,13 @@
-"""Event streams of API.md §3 from Tornado: Server-Sent Events and the WebSocket.
+"""Event streams of docs/api.md §3 from Tornado: Tornado glue over :mod:`bgdownload.web.streams`.
 
-The twin of ``bgdownload/server/streams.py``: the Service does replay after
-``Last-Event-ID``, snapshots and the end after a terminal state; this writes
-each event, a ``: keep-alive`` comment after each silent interval, and lets go
-of the Service iterator the moment the client disconnects.
+The web layer frames the events (as it does for the Quart server); this writes
+what it yields and lets go of it the moment the client disconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -20,10 +17,16 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from bgdownload.errors import NotFound, ServerUnavailable
 from bgdownload.models import Event
-from bgdownload.server.streams import RETRY_MS, SSE_HEADERS
-from bgdownload.web.streams import KEEPALIVE_INTERVAL, aclose, with_keepalive
+from bgdownload.web import requests
+from bgdownload.web.errors import error_reply
+from bgdownload.web.streams import (
+    KEEPALIVE_INTERVAL,
+    SSE_HEADERS,
+    job_events,
+    sse_text,
+    ws_messages,
+)
 from bgdownload_jupyter.base import AUTH_RESOURCE, BgdownloadAPIHandler, BgdownloadMixin
 
 #: tornado setting holding the keep-alive interval (the extension's ``keepalive_interval``)
@@ -38,14 +41,15 @@ class EventStreamHandler(BgdownloadAPIHandler):
 
     def last_event_id(self) -> str | None:
         """``Last-Event-ID`` header (EventSource reconnects) or ``?last_event_id=``."""
-        value = self.request.headers.get("Last-Event-ID") or self.get_query_argument(
-            "last_event_id", None
+        return requests.last_event_id(
+            self.request.headers.get("Last-Event-ID"),
+            self.get_query_argument("last_event_id", None),
         )
-        return (value.strip() or None) if value else None
 
     async def stream(self, events: AsyncIterator[Event]) -> None:
         """Serve ``events`` until they end or the client goes away."""
-        self._pump = asyncio.ensure_future(self._write_all(events))
+        interval = float(self.settings.get(KEEPALIVE_KEY, KEEPALIVE_INTERVAL))
+        self._pump = asyncio.ensure_future(self._write_all(sse_text(events, keepalive=interval)))
         # asyncio.wait, not await: a pump cancelled by a disconnect is the normal end
         await asyncio.wait({self._pump})
         if not self._pump.cancelled() and self._pump.exception() is not None:
@@ -53,25 +57,17 @@ class EventStreamHandler(BgdownloadAPIHandler):
         if not self._gone:
             self.finish()
 
-    async def _write_all(self, events: AsyncIterator[Event]) -> None:
-        interval = float(self.settings.get(KEEPALIVE_KEY, KEEPALIVE_INTERVAL))
-        paced = with_keepalive(events, interval)
+    async def _write_all(self, text: AsyncGenerator[str, None]) -> None:
         try:
             for name, value in SSE_HEADERS.items():
                 self.set_header(name, value)
-            self.write(f"retry: {RETRY_MS}\n\n")
-            await self.flush()
-            async for item in paced:
-                self.write(": keep-alive\n\n" if item is None else item.sse())
+            async for chunk in text:
+                self.write(chunk)
                 await self.flush()
-        except NotFound:
-            pass  # the job was deleted mid-stream: end it like a finished one
         except StreamClosedError:
             self._gone = True
         finally:
-            # async for does not close what it iterates: do it now, not at GC time
-            await aclose(paced)
-            await aclose(events)
+            await text.aclose()
 
     def on_connection_close(self) -> None:
         self._gone = True
@@ -87,10 +83,7 @@ class JobEventsHandler(EventStreamHandler):
     @authorized
     async def get(self, job_id: str) -> None:
         service = await self.service()
-        await service.get(self.owner, job_id)  # a 404 must come before the 200 of the stream
-        await self.stream(
-            service.job_events(self.owner, job_id, last_event_id=self.last_event_id())
-        )
+        await self.stream(await job_events(service, self.owner, job_id, self.last_event_id()))
 
 
 class OwnerEventsHandler(EventStreamHandler):
@@ -107,7 +100,7 @@ class JobWebSocketHandler(BgdownloadMixin, WebSocketMixin, WebSocketHandler, Jup
     """``/downloads/{id}/ws``: frames ``{"event", "id", "data"}``; closes after the terminal one."""
 
     auth_resource = AUTH_RESOURCE
-    _events: AsyncIterator[Event] | None = None
+    _messages: AsyncGenerator[str, None] | None = None
     _pump: asyncio.Task[None] | None = None
 
     def set_default_headers(self) -> None:
@@ -119,15 +112,16 @@ class JobWebSocketHandler(BgdownloadMixin, WebSocketMixin, WebSocketHandler, Jup
             self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE)
         ):
             raise web.HTTPError(403)
-        try:
-            service = await self.service()
-            await service.get(self.owner, job_id)  # refused before the upgrade
-        except (NotFound, ServerUnavailable) as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        last = self.get_query_argument("last_event_id", None) or self.request.headers.get(
-            "Last-Event-ID"
-        )
-        self._events = service.job_events(self.owner, job_id, last_event_id=last)
+        query, header = self.get_query_argument("last_event_id", None), "Last-Event-ID"
+        last = requests.last_event_id(query, self.request.headers.get(header))
+        try:  # refused before the upgrade, with the status the REST routes would answer
+            events = await job_events(await self.service(), self.owner, job_id, last)
+        except Exception as exc:
+            error = error_reply(exc)
+            if error.internal:
+                raise
+            raise web.HTTPError(error.status, error.message) from None
+        self._messages = ws_messages(events)
         await super().get(job_id)
 
     def open(self, job_id: str) -> None:
@@ -135,17 +129,15 @@ class JobWebSocketHandler(BgdownloadMixin, WebSocketMixin, WebSocketHandler, Jup
         self._pump = asyncio.ensure_future(self._send_all())
 
     async def _send_all(self) -> None:
-        assert self._events is not None
+        assert self._messages is not None
         try:
-            async for event in self._events:
-                await self.write_message(json.dumps(event.to_ws_frame()))
-            self.close(1000)
-        except NotFound:
+            async for message in self._messages:
+                await self.write_message(message)
             self.close(1000)
         except WebSocketClosedError:
             pass
         finally:
-            await aclose(self._events)
+            await self._messages.aclose()
 
     def on_message(self, message: str | bytes) -> None:
         pass  # the stream is one-way

@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (the jp_* fixtures)
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from bgdownload.local.redisproc import free_port
+from bgdownload.local.redisproc import RedisProcess, free_port, start_redis
 from bgdownload.models import JobState
 from bgdownload.service import Service
 from tests.support.source_server import SourceServer
@@ -436,3 +437,29 @@ async def test_unreachable_redis_is_503_not_a_broken_jupyter(
         listing = await client.get("bgdownload/api/v1/downloads")
         assert listing.status_code == 503
         assert error_of(listing)["code"] == "unavailable"
+
+
+class TestRedisGoingAway:
+    """Redis stops after the extension connected: 503 ``unavailable`` with Retry-After."""
+
+    @pytest.fixture
+    def private_redis(self, tmp_path: Path) -> Iterator[RedisProcess]:
+        server = start_redis(tmp_path / "private-redis")
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def extra_env(self, private_redis: RedisProcess) -> dict[str, str]:
+        return {"BGDOWNLOAD_REDIS_URL": private_redis.url}
+
+    async def test_redis_outage_is_503_unavailable_with_retry_after(
+        self, api: httpx.AsyncClient, private_redis: RedisProcess
+    ) -> None:
+        job = await create(api)
+        private_redis.stop()
+        for method, path in (("GET", "downloads"), ("GET", f"downloads/{job['id']}"),
+                             ("POST", f"downloads/{job['id']}/pause")):
+            response = await api.request(method, path)
+            assert response.status_code == 503, (method, path, response.text)
+            assert error_of(response)["code"] == "unavailable"
+            assert int(response.headers["Retry-After"]) >= 1

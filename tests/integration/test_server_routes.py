@@ -3,10 +3,11 @@ so created jobs simply stay ``waiting``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bgdownload.config import Settings
+from bgdownload.local.redisproc import RedisProcess, start_redis
 from bgdownload.models import JobState
 from bgdownload.server import create_app
 from bgdownload.service import Service
@@ -431,3 +433,37 @@ async def test_list_carries_the_event_stream_position(client: Client) -> None:
     after = await client.get("/api/v1/downloads")
     assert after.headers["X-Last-Event-ID"] > position or len(after.headers["X-Last-Event-ID"]) > len(position)
     assert job["id"] in [j["id"] for j in (await after.get_json())["items"]]
+
+
+# -- Redis out of reach (API.md §6, §11) --
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A Redis of this test's own, so that the test can stop it."""
+    server = start_redis(tmp_path / "private-redis")
+    yield server
+    server.stop()
+
+
+async def test_redis_outage_is_503_unavailable_with_retry_after(
+    stack_settings: Settings, private_redis: RedisProcess
+) -> None:
+    settings = stack_settings.replace(redis_url=private_redis.url)
+    svc = await Service.connect(settings)
+    try:
+        app = create_app(settings, svc)
+        async with app.test_app():
+            client = app.test_client()
+            job = await create(client)
+            private_redis.stop()
+            for method, path in (("GET", "/api/v1/downloads"),
+                                 ("GET", f"/api/v1/downloads/{job['id']}"),
+                                 ("POST", f"/api/v1/downloads/{job['id']}/pause")):
+                response = await client.open(path, method=method)
+                assert response.status_code == 503, (method, path)
+                assert (await error_of(response))["code"] == "unavailable"
+                assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        with contextlib.suppress(Exception):
+            await svc.close()

@@ -10,9 +10,10 @@ import pytest
 from bgdownload.config import Settings
 from bgdownload.errors import ConfigError, Unauthorized
 from bgdownload.models import Event, Progress
-from bgdownload.server.auth import LOCAL_OWNER, TokenAuth, bearer_token
+from bgdownload.server.auth import TokenAuth, bearer_token
 from bgdownload.server.compat import fold_event, seed_message, seed_progress
 from bgdownload.server.serve import bind_address, check_bind, is_loopback
+from bgdownload.web import LOCAL_OWNER
 from bgdownload.web.streams import with_keepalive
 
 # -- with_keepalive --
