@@ -1,4 +1,4 @@
-"""bgdownload: background downloads with live progress (API.md §10).
+"""bgdownload: background downloads with live progress (docs/api.md §10).
 
     import bgdownload as bgd
 

@@ -1,4 +1,4 @@
-"""The ``bgdownload`` command (API.md §8).
+"""The ``bgdownload`` command (docs/api.md §8).
 
 Exit status: 0 success, 1 a job failed (or any other error), 2 a usage error,
 130 interrupted. Every error is one line on stderr; no tracebacks.

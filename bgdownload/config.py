@@ -1,4 +1,4 @@
-"""Settings: every ``BGDOWNLOAD_*`` variable (API.md §9), parsed and checked here only.
+"""Settings: every ``BGDOWNLOAD_*`` variable (docs/api.md §9), parsed and checked here only.
 
 Values come from the environment, then from an optional settings file that
 mirrors it (``KEY=VALUE`` lines; ``BGDOWNLOAD_SETTINGS_FILE``, default
@@ -234,7 +234,7 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of API.md §9, typed. Build with :meth:`from_env`."""
+    """Every setting of docs/api.md §9, typed. Build with :meth:`from_env`."""
 
     redis_url: str | None = None
     download_dir: Path = field(default_factory=lambda: Path.home() / "Downloads" / "bgdownload")

@@ -1,6 +1,6 @@
 """One exception hierarchy for everything bgdownload raises.
 
-Every error carries the API error ``code`` of API.md §6 and, for request
+Every error carries the API error ``code`` of docs/api.md §6 and, for request
 errors, the HTTP ``status`` the web layers answer with::
 
     BgdownloadError                      code "internal", 500
@@ -145,7 +145,7 @@ class Cancelled(DownloadError):
 
 
 class IllegalTransition(BgdownloadError):
-    """A state change the job state machine (API.md §1) does not allow."""
+    """A state change the job state machine (docs/api.md §1) does not allow."""
 
     code = "invalid_state"
     status = 409

@@ -1,4 +1,4 @@
-"""Every Redis key bgdownload uses, in one place (DESIGN.md "Redis layout")."""
+"""Every Redis key bgdownload uses, in one place (docs/internals.md "Redis layout")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Plain typed data: job states, jobs, progress and events, JSON in and out.
 
-The public JSON shape of a job is API.md §1. Fields that must never be served
+The public JSON shape of a job is docs/api.md §1. Fields that must never be served
 (owner, source headers, expected digests, lease bookkeeping) live on the
 dataclass but are left out of :meth:`Job.to_public`.
 """
@@ -18,7 +18,7 @@ from bgdownload.errors import IllegalTransition, InvalidRequest
 
 
 class JobState(StrEnum):
-    """The states of API.md §1."""
+    """The states of docs/api.md §1."""
 
     #: queued, or back in the queue for a retry
     WAITING = "waiting"
@@ -193,7 +193,7 @@ class FileEntry:
 
 @dataclass
 class Job:
-    """A download job: API.md §1 plus the private fields the worker needs."""
+    """A download job: docs/api.md §1 plus the private fields the worker needs."""
 
     id: str
     owner: str
@@ -226,7 +226,7 @@ class Job:
         return bool(self.files)
 
     def to_public(self) -> dict[str, Any]:
-        """The job object of API.md §1 (what every API surface serves)."""
+        """The job object of docs/api.md §1 (what every API surface serves)."""
         return {
             "id": self.id,
             "state": self.state.value,
@@ -248,7 +248,7 @@ class Job:
         }
 
     def progress_event_data(self) -> dict[str, Any]:
-        """Data of a ``progress`` event (API.md §3)."""
+        """Data of a ``progress`` event (docs/api.md §3)."""
         data: dict[str, Any] = {"id": self.id, "state": self.state.value, **self.progress.to_dict()}
         if self.files:
             data["files"] = [
@@ -327,7 +327,7 @@ def _dump(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    """One event of a job's stream (API.md §3); ``id`` is the Redis stream id."""
+    """One event of a job's stream (docs/api.md §3); ``id`` is the Redis stream id."""
 
     id: str
     event: str  # "snapshot" | "progress" | "state"

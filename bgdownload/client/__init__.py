@@ -1,4 +1,4 @@
-"""The Python client of API.md §10: sync and async clients, jobs, widgets, terminal bars.
+"""The Python client of docs/api.md §10: sync and async clients, jobs, widgets, terminal bars.
 
 Layout, each module importing only those above it: ``options`` (the download
 options), ``protocol`` (requests, responses, errors — no I/O), ``sse`` (event

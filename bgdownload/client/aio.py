@@ -1,4 +1,4 @@
-"""AsyncClient: the Python API of API.md §10 over HTTP, awaitable.
+"""AsyncClient: the Python API of docs/api.md §10 over HTTP, awaitable.
 
 This is the one implementation of the client's I/O; :class:`bgdownload.Client`
 runs it on a background event loop and blocks on the results.
@@ -120,7 +120,7 @@ class AsyncClient:
     async def download(
         self, url: str | None = None, **options: Unpack[DownloadOptions]
     ) -> AsyncJob:
-        """Start a download (API.md §2 ``POST /downloads``); returns at once.
+        """Start a download (docs/api.md §2 ``POST /downloads``); returns at once.
 
         ``options`` are :class:`~bgdownload.client.options.DownloadOptions`:
         ``filename``, ``sha256``, ``headers``, ``files``, ``priority``,

@@ -81,7 +81,7 @@ class _Fields:
 
     @property
     def path(self) -> str | None:
-        """Relative to the download root (API.md §1)."""
+        """Relative to the download root (docs/api.md §1)."""
         return self.info.path
 
     @property

@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 
 class DownloadOptions(TypedDict, total=False):
-    """What ``download(url, **options)`` accepts besides the URL (API.md §2 create fields)."""
+    """What ``download(url, **options)`` accepts besides the URL (docs/api.md §2 create fields)."""
 
     #: wished file name in the download root; sanitised, made unique on a clash
     filename: str | None

@@ -1,4 +1,4 @@
-"""The HTTP protocol of API.md §2 and §3, written once for the sync and async clients.
+"""The HTTP protocol of docs/api.md §2 and §3, written once for the sync and async clients.
 
 Sans-I/O: this module builds requests (:class:`Call`), turns response bodies
 into typed objects (:class:`JobInfo`) and errors (:func:`error_from_response`),
@@ -36,7 +36,7 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """``job.error``: why a job failed (codes in API.md §6)."""
+    """``job.error``: why a job failed (codes in docs/api.md §6)."""
 
     code: str
     message: str
@@ -53,7 +53,7 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """An immutable snapshot of one job as the API serves it (API.md §1)."""
+    """An immutable snapshot of one job as the API serves it (docs/api.md §1)."""
 
     id: str
     state: JobState
@@ -137,7 +137,7 @@ def _apply_file_progress(
 
 
 def is_terminal_event(event: Event) -> bool:
-    """Whether the job's stream is over after ``event`` (API.md §3)."""
+    """Whether the job's stream is over after ``event`` (docs/api.md §3)."""
     if event.event not in ("state", "snapshot"):
         return False
     state = event.data.get("state")

@@ -4,7 +4,7 @@ The parser follows the HTML standard's event-stream interpretation (fields
 ``event``, ``data``, ``id``, ``retry``; comments; CR, LF or CRLF line ends, even
 split across chunks). :class:`EventSource` reconnects by itself the way a
 browser's ``EventSource`` does: it sends ``Last-Event-ID`` so the server
-replays what was missed (API.md §3) and waits the server's ``retry:`` advice.
+replays what was missed (docs/api.md §3) and waits the server's ``retry:`` advice.
 """
 
 from __future__ import annotations

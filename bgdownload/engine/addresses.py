@@ -1,4 +1,4 @@
-"""Which addresses may be connected to: refused IP ranges, numeric host spellings (API.md §5).
+"""Which addresses may be connected to: refused IP ranges, numeric host spellings (docs/api.md §5).
 
 :func:`address_blocked` / :func:`check_address` decide whether an IP address may be
 connected to; :func:`literal_host_address` understands every numeric spelling a
@@ -33,7 +33,7 @@ _EXTRA_BLOCKED: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("fec0::/10"),  # site-local (deprecated)
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-# The documentation ranges (RFC 5737, RFC 3849) are none of the ranges API.md §5 names
+# The documentation ranges (RFC 5737, RFC 3849) are none of the ranges docs/api.md §5 names
 # (loopback, private, link-local, multicast, reserved, unspecified), and some networks
 # put real gateways there — package mirrors on our own build machines answer from
 # 203.0.113.0/24 — so they are not refused although ``ipaddress`` calls them private.

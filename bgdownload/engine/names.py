@@ -1,7 +1,7 @@
 """Where a download's file name comes from: the caller's wish, Content-Disposition, the URL.
 
 Whatever the source, the name ends up sanitised
-(:func:`bgdownload.storage.names.sanitize_filename`, API.md §5).
+(:func:`bgdownload.storage.names.sanitize_filename`, docs/api.md §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The safety rules of API.md §5 in one import: URLs, destination addresses, file names.
+"""The safety rules of docs/api.md §5 in one import: URLs, destination addresses, file names.
 
 The rules themselves live by concept — :mod:`bgdownload.engine.urls`,
 :mod:`bgdownload.engine.addresses`, :mod:`bgdownload.engine.names`,

@@ -10,7 +10,7 @@ than plain httpx only downloads.
 The public seam stays httpx: :class:`GuardedTransport` is an
 ``httpx.AsyncBaseTransport``, so the engine (and tests) speak httpx only.
 
-Destination guard (API.md §5): every connection goes to an address that passed
+Destination guard (docs/api.md §5): every connection goes to an address that passed
 :func:`bgdownload.engine.addresses.address_blocked`. Names go through
 :class:`GuardedResolver`, which drops blocked addresses from the DNS answer, and
 aiohttp connects to exactly the addresses the resolver returned — so a second,

@@ -1,4 +1,4 @@
-"""Which URLs may be downloaded at all: absolute http(s), a host, no userinfo (API.md §5)."""
+"""Which URLs may be downloaded at all: absolute http(s), a host, no userinfo (docs/api.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bearer tokens → owner (API.md §4).
+"""Bearer tokens → owner (docs/api.md §4).
 
 With no tokens configured the server is single-user and every request is
 owner ``local``. Otherwise ``Authorization: Bearer <token>`` names the owner;

@@ -1,4 +1,4 @@
-"""The original design's routes (API.md §7), so seed-era front ends keep working.
+"""The original design's routes (docs/api.md §7), so seed-era front ends keep working.
 
 They are shapes over the same Service calls as ``/api/v1``: same owner
 scoping, same safety checks, same rate limit. Errors carry the §6 body plus

@@ -43,7 +43,7 @@ class FileModel(BaseModel):
 
 
 class JobModel(BaseModel):
-    """A job (API.md §1)."""
+    """A job (docs/api.md §1)."""
 
     id: str
     state: State
@@ -74,7 +74,7 @@ class Health(BaseModel):
     workers: int
 
 
-# -- API.md §7: the original design's routes --
+# -- docs/api.md §7: the original design's routes --
 
 
 class SeedCreate(BaseModel):

@@ -22,10 +22,10 @@ from typing import Any
 
 from bgdownload import keys
 from bgdownload.config import Settings
-from bgdownload.engine import safety
 from bgdownload.errors import IllegalTransition, InvalidRequest, InvalidState, NotFound
 from bgdownload.models import TERMINAL, Event, Job, JobState
 from bgdownload.service import streams, validation
+from bgdownload.storage import storage_at
 from bgdownload.store import Store, open_redis
 from bgdownload.store.hub import EventHub
 
@@ -67,6 +67,8 @@ class Service:
     ) -> None:
         self.store = store
         self.settings = settings
+        #: where finished files and partial data live (today: the download root)
+        self.storage = storage_at(settings.download_dir)
         self._enqueue = enqueue
         # (task stream, message builder): create writes the message in its own script
         # instead of a separate kick, so it costs one round trip and stays atomic
@@ -101,7 +103,7 @@ class Service:
     async def create(
         self, owner: str, data: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Validate a create request (API.md §2), store the job and queue it.
+        """Validate a create request (docs/api.md §2), store the job and queue it.
 
         Returns ``(job, created)``; ``created`` is False when ``idempotency_key``
         named a job this owner created in the last 24 h, which is returned instead.
@@ -157,7 +159,7 @@ class Service:
         job = await self.get(owner, job_id)
         if job.state is not JobState.COMPLETED or not job.path:
             raise InvalidState(f"download {job_id} is {job.state.value}, not a finished file")
-        path = safety.safe_path(self.settings.download_dir, job.path)
+        path = self.storage.file_path(job.path)
         if not path.is_file():
             raise NotFound(f"the file of download {job_id} is no longer on disk")
         return path
@@ -184,10 +186,7 @@ class Service:
             job = await self.cancel(owner, job_id)
         if delete_file:
             for name in _job_files(job):
-                root = self.settings.download_dir
-                _remove_quietly(safety.safe_path(root, name))
-                _remove_quietly(safety.part_path(root, name))
-                _remove_quietly(safety.sidecar_path(root, name))
+                self.storage.delete(name)
         await self.store.delete(job)
 
     async def _stop(self, owner: str, job_id: str, target: JobState, action: str) -> Job:
@@ -251,10 +250,8 @@ class Service:
         return job
 
     def _remove_partials(self, job: Job) -> None:
-        root = self.settings.download_dir
         for name in _job_files(job):
-            _remove_quietly(safety.part_path(root, name))
-            _remove_quietly(safety.sidecar_path(root, name))
+            self.storage.discard(name)
 
     # -- events -----------------------------------------------------------------------
 
@@ -312,15 +309,6 @@ def _stoppable(state: JobState) -> set[JobState]:
 def _job_files(job: Job) -> list[str]:
     names = [f.path or f.filename for f in job.files] if job.files else [job.path or job.filename]
     return [n for n in names if n]
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove %s: %s", path, exc)
 
 
 __all__ = ["Enqueue", "Service", "Stats"]

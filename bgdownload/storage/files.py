@@ -3,7 +3,7 @@
 ``<name>.part`` holds the bytes until they are verified, ``<name>.part.json`` (the
 sidecar) what a later attempt needs to resume them; a verified ``.part`` is
 linked (or renamed) to ``<name>``, never over a file that is there already. Every
-path is checked to stay inside the root, symlinks included (API.md §5).
+path is checked to stay inside the root, symlinks included (docs/api.md §5).
 """
 
 from __future__ import annotations

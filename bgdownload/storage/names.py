@@ -1,4 +1,4 @@
-"""What a safe file name is: one path component, no tricks, at most 200 bytes (API.md §5)."""
+"""What a safe file name is: one path component, no tricks, at most 200 bytes (docs/api.md §5)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _truncate_utf8(text: str, limit: int) -> str:
 
 
 def sanitize_filename(name: str | None, *, fallback: str = FALLBACK_NAME) -> str:
-    """Make ``name`` a safe single path component (API.md §5).
+    """Make ``name`` a safe single path component (docs/api.md §5).
 
     No path separators, no ``..``, no control or bidi-override characters, no
     leading dot, at most 200 bytes of UTF-8 (the extension is kept). Returns

@@ -16,7 +16,10 @@ from bgdownload.store.stats import StatsStore
 
 
 class Store(JobStore, QueueStore, StatsStore):
-    """Redis layout and atomic operations (DESIGN.md). ``redis`` must decode responses."""
+    """Every job operation on Redis, each one atomic (docs/internals.md "Redis layout").
+
+    ``redis`` must decode responses.
+    """
 
 
 __all__ = ["Snapshot", "Store", "StoreError", "is_stream_id", "open_redis", "stream_id_key"]

@@ -1,6 +1,6 @@
 """bgdownload as a Jupyter server extension.
 
-``{base_url}bgdownload/api/v1/...`` serves API.md §2 to §3 over
+``{base_url}bgdownload/api/v1/...`` serves docs/api.md §2 to §3 over
 :class:`bgdownload.service.Service` with Jupyter's own authentication, and
 ``{base_url}bgdownload/`` the Active Downloads page. Enabled by the
 ``jupyter_server_config.d/bgdownload_jupyter.json`` the package installs.

@@ -1,4 +1,4 @@
-"""The Jupyter server extension: API.md §2 to §4 under ``{base_url}bgdownload/`` on a real
+"""The Jupyter server extension: docs/api.md §2 to §4 under ``{base_url}bgdownload/`` on a real
 in-process Jupyter server (pytest-jupyter), a real Redis, a real worker and a real source.
 
 pytest-jupyter's fixtures are imported here rather than enabled as a plugin: the

@@ -1,4 +1,4 @@
-"""REST routes (API.md §2, §4, §6) against a real Service on a real Redis; no worker,
+"""REST routes (docs/api.md §2, §4, §6) against a real Service on a real Redis; no worker,
 so created jobs simply stay ``waiting``."""
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ async def test_page_and_openapi(client: Client) -> None:
     assert "CreateDownload" in str(create_op["requestBody"])
 
 
-# -- authentication and isolation (API.md §4) --
+# -- authentication and isolation (docs/api.md §4) --
 
 
 @pytest.fixture
@@ -435,7 +435,7 @@ async def test_list_carries_the_event_stream_position(client: Client) -> None:
     assert job["id"] in [j["id"] for j in (await after.get_json())["items"]]
 
 
-# -- Redis out of reach (API.md §6, §11) --
+# -- Redis out of reach (docs/api.md §6, §11) --
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SSE and WebSocket routes (API.md §3, §7) with a real worker process and source server."""
+"""SSE and WebSocket routes (docs/api.md §3, §7) with a real worker process and source server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public API is exactly what API.md §10 lists, __all__ stays sorted and complete, and
+"""The public API is exactly what docs/api.md §10 lists, __all__ stays sorted and complete, and
 importing the package (or its errors) stays cheap: the client loads on first use."""
 
 import subprocess

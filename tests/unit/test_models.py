@@ -1,4 +1,4 @@
-"""Job model: the JSON shape of API.md §1 and the state machine."""
+"""Job model: the JSON shape of docs/api.md §1 and the state machine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every rule of API.md §5 on URLs, addresses and file names, without the network.
+"""Every rule of docs/api.md §5 on URLs, addresses and file names, without the network.
 
 Paths inside the download root: tests/unit/test_storage_files.py.
 """
@@ -201,7 +201,7 @@ def test_choose_filename_order() -> None:
 
 
 def test_documentation_ranges_are_not_refused() -> None:
-    """API.md §5 names loopback, private, link-local, multicast, reserved, unspecified;
+    """docs/api.md §5 names loopback, private, link-local, multicast, reserved, unspecified;
     the documentation ranges are none of those (and host package mirrors here)."""
     for addr in ("203.0.113.80", "192.0.2.1", "198.51.100.7", "2001:db8::1"):
         assert not address_blocked(addr)

@@ -110,7 +110,7 @@ def test_bind_address_brackets_ipv6() -> None:
     assert bind_address("127.0.0.1", 80) == "127.0.0.1:80"
 
 
-# -- seed shapes (API.md §7) --
+# -- seed shapes (docs/api.md §7) --
 
 
 def test_seed_progress_uses_zero_for_unknown_total_and_integer_percent() -> None:

@@ -1,6 +1,6 @@
 """The HTTP(S) source: GET with ranges, redirects followed hop by hop, every hop guarded.
 
-Each hop's URL is checked (API.md §5: http(s) only, no IP literal in a refused
+Each hop's URL is checked (docs/api.md §5: http(s) only, no IP literal in a refused
 range) before it is requested, and credentials meant for the first origin are not
 sent to another. Names are checked where they are resolved, in
 :class:`bgdownload.engine.transport.GuardedTransport`.
@@ -65,7 +65,7 @@ class HttpSource:
         await self._client.aclose()
 
     async def _get(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET ``url``, following up to 10 redirects, each hop checked (API.md §5)."""
+        """GET ``url``, following up to 10 redirects, each hop checked (docs/api.md §5)."""
         origin = urlsplit(url)[:2]
         for _ in range(MAX_REDIRECTS + 1):
             validate_url(url)

@@ -29,7 +29,7 @@
     (document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/) || [])[1] || XSRF;
 
   const $ = (id) => document.getElementById(id);
-  const jobs = new Map(); // id -> public job object (API.md §1)
+  const jobs = new Map(); // id -> public job object (docs/api.md §1)
   let token = localStorage.getItem(TOKEN_KEY) || "";
   let source = null;
   let lastEventId = null;
