@@ -19,6 +19,7 @@ import concurrent.futures
 import contextvars
 import html
 import logging
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from types import ModuleType
@@ -103,6 +104,9 @@ class JobWidget:
         self._loop = loop
         self._future: Future[None] | None = None
         self._problem: str | None = None
+        self._render_lock = threading.Lock()
+        #: the outcome is drawn; later (older) states are ignored
+        self._final = False
         self.name = w.HTML(layout=w.Layout(width="22%", overflow="hidden"))
         self.bar = w.FloatProgress(min=0, max=100, layout=w.Layout(flex="2", min_width="8em"))
         self.status = w.HTML(layout=w.Layout(flex="3"))
@@ -171,21 +175,40 @@ class JobWidget:
         self.render(self.job.info)
 
     def render(self, info: JobInfo) -> None:
-        """Show ``info``; safe from any thread (each trait set is one comm message)."""
+        """Show ``info``; safe from any thread.
+
+        Renders are serialised, and once a terminal state is drawn nothing older can
+        overwrite it. The terminal render sends every trait again, not only the changed
+        ones: a front end may have missed earlier updates (nbclient keeps only messages
+        sent while a cell runs), and the saved bar must be the job's final state.
+        """
+        with self._render_lock:
+            if self._final and not info.state.terminal:
+                return  # a late event from before the outcome
+            self._draw(info)
+            if info.state.terminal:
+                self._final = True
+                for part in (self.name, self.bar, self.status, self.state,
+                             *self.buttons.values()):
+                    part.send_state()
+                    part.layout.send_state()
+
+    def _draw(self, info: JobInfo) -> None:
         state = info.state
         self.name.value = (
             f"<span title='{html.escape(info.url or info.id, quote=True)}'>"
             f"{html.escape(text.display_name(info))}</span>"
         )
         total, percent = info.progress.total, info.progress.percent
-        if total is None and not state.terminal:
-            self.bar.max, self.bar.value, self.bar.bar_style = 1, 1, "info"
-            self.bar.add_class("bgd-pulse")
-        else:
-            self.bar.remove_class("bgd-pulse")
-            self.bar.max = 100
-            self.bar.value = 100 if state is JobState.COMPLETED else (percent or 0)
-            self.bar.bar_style = _BAR_STYLES.get(state, "")
+        with self.bar.hold_sync():  # max, value and style in one message: never mixed
+            if total is None and not state.terminal:
+                self.bar.max, self.bar.value, self.bar.bar_style = 1, 1, "info"
+                self.bar.add_class("bgd-pulse")
+            else:
+                self.bar.remove_class("bgd-pulse")
+                self.bar.max = 100
+                self.bar.value = 100 if state is JobState.COMPLETED else (percent or 0)
+                self.bar.bar_style = _BAR_STYLES.get(state, "")
         status = html.escape(text.status_line(info))
         if state is JobState.FAILED:
             status = f"<span style='color:#c62828'>{status}</span>"

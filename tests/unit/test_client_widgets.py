@@ -57,6 +57,42 @@ def test_paused_offers_resume():
     assert visible(row("paused")) == {"resume", "cancel"}
 
 
+def test_the_outcome_is_drawn_last_and_sent_whole():
+    widget = row("active", progress={"loaded": 5, "total": None, "speed": 1})
+    sent: list[str] = []
+    for name, part in (("bar", widget.bar), ("status", widget.status)):
+        part.send_state = lambda key=None, name=name: sent.append(name)  # type: ignore[method-assign]
+    done = JobInfo.from_dict(job_json("completed", progress={"loaded": 10, "total": 10}))
+    widget.render(done)
+    # the whole final state goes out again, even traits a front end saw before
+    assert {"bar", "status"} <= set(sent)
+    late = JobInfo.from_dict(job_json("active", progress={"loaded": 5, "total": None}))
+    widget.render(late)  # an event from before the outcome, delivered late
+    assert (widget.bar.max, widget.bar.value, widget.bar.bar_style) == (100, 100, "success")
+    assert "bgd-pulse" not in widget.bar._dom_classes
+
+
+def test_renders_from_two_threads_end_in_the_final_state():
+    import threading
+
+    widget = row("active", progress={"loaded": 5, "total": None, "speed": 1})
+    pending = JobInfo.from_dict(job_json("active", progress={"loaded": 5, "total": None}))
+    done = JobInfo.from_dict(job_json("completed", progress={"loaded": 10, "total": 10}))
+    start = threading.Barrier(2)
+
+    def spam() -> None:
+        start.wait()
+        for _ in range(200):
+            widget.render(pending)
+
+    thread = threading.Thread(target=spam)
+    thread.start()
+    start.wait()
+    widget.render(done)
+    thread.join()
+    assert (widget.bar.max, widget.bar.value, widget.bar.bar_style) == (100, 100, "success")
+
+
 def test_names_are_escaped():
     widget = row("waiting", filename="<script>x</script>.bin")
     assert "<script>" not in widget.name.value
