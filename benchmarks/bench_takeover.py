@@ -34,8 +34,8 @@ from tests.support.stack import WorkerProcess  # noqa: E402
 SIZE = 20_000_000
 
 
-async def _until(check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def _until(check, limit: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
     while not await check():
         if time.monotonic() > deadline:
             raise TimeoutError("gave up waiting")
@@ -62,7 +62,7 @@ async def one_run(service: Service, source: SourceServer, workers: list[WorkerPr
     async def resumed() -> bool:
         return len(source.requests_to(f"/bytes/{SIZE}")) > before
 
-    await _until(resumed, timeout=120)
+    await _until(resumed, limit=120)
     took = time.monotonic() - killed
     await service.cancel("local", job.id)
     workers.remove(holder)
@@ -94,8 +94,9 @@ async def main(runs: int) -> None:
             worker.stop()
         source.stop()
         redis.stop()
-    print(f"SIGKILL → first byte requested by another worker: median {statistics.median(samples):.1f} s"
-          f" (min {min(samples):.1f}, max {max(samples):.1f}, {runs} runs)")
+    print(f"SIGKILL → first byte requested by another worker: "
+          f"median {statistics.median(samples):.1f} s "
+          f"(min {min(samples):.1f}, max {max(samples):.1f}, {runs} runs)")
 
 
 if __name__ == "__main__":

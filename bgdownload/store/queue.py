@@ -48,13 +48,11 @@ class QueueStore(StoreBase):
         return str(picked), bool(int(taken)), load_flat_job(flat), control or None
 
     async def release_lease_and_run(self, job_id: str, token: str, task_id: str) -> None:
-        """:meth:`release_lease` and :meth:`release_run` in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._scripts.lease_release(
-                keys=[keys.lease(job_id)], args=[self._lease_value(token)], client=pipe
-            )
-            pipe.delete(keys.run(task_id))
-            await pipe.execute()
+        """:meth:`release_lease` and :meth:`release_run` at once, only while the lease
+        is ours: a worker that lost the job keeps its hands off the message's run key."""
+        await self._scripts.lease_release(
+            keys=[keys.lease(job_id), keys.run(task_id)], args=[self._lease_value(token)]
+        )
 
     async def release_run(self, task_id: str) -> None:
         await self.redis.delete(keys.run(task_id))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bgdownload import keys
 from bgdownload.service import Service
+from bgdownload.store import Store
 from bgdownload.worker.takeover import Liveness
 from tests.support.source_server import SourceServer
 from tests.support.stack import WorkerProcess, wait_for_state
@@ -215,3 +217,28 @@ def test_liveness_starts_over_after_a_gap_in_the_watch() -> None:
     assert watch.observe(42, {"a": 1.0}, ["a"]) == []
     assert watch.observe(46, {"a": 1.0}, ["a"]) == []
     assert watch.observe(48, {"a": 1.0}, ["a"]) == ["a"]
+
+
+async def test_a_lease_of_a_worker_judged_dead_is_broken_and_a_beat_revokes_that(redis) -> None:
+    holder, claimant = Store(redis), Store(redis)
+    holder.lease_holder, claimant.lease_holder = "host:1:aa", "host:2:bb"
+    assert await holder.acquire_lease("j", "t1", 30)
+    assert not await claimant.acquire_lease("j", "t2", 30)
+    await redis.set(keys.dead_worker("host:1:aa"), "1")
+    await holder.heartbeat("host:1:aa", {}, ttl=30)  # alive after all: the mark goes
+    assert not await claimant.acquire_lease("j", "t2", 30)
+    await redis.set(keys.dead_worker("host:1:aa"), "1")
+    assert await claimant.acquire_lease("j", "t2", 30)
+    assert await holder.renew_leases([("j", "t1")], 30) == [False]  # the holder stops
+    assert await claimant.renew_leases([("j", "t2")], 30) == [True]
+
+
+async def test_a_worker_that_lost_its_lease_leaves_the_message_to_the_new_holder(redis) -> None:
+    old, new = Store(redis), Store(redis)
+    old.lease_holder, new.lease_holder = "host:1:aa", "host:2:bb"
+    await redis.set(keys.run("task"), "j")
+    assert await new.acquire_lease("j", "t2", 30)
+    await old.release_lease_and_run("j", "t1", "task")
+    assert await redis.get(keys.run("task")) == "j" and await new.has_lease("j")
+    await new.release_lease_and_run("j", "t2", "task")
+    assert await redis.get(keys.run("task")) is None and not await new.has_lease("j")
