@@ -55,6 +55,11 @@ def worker(worker_id: str) -> str:
     return f"{PREFIX}worker:{worker_id}"
 
 
+def dead_worker(worker_id: str) -> str:
+    """Set when a live worker judged ``worker_id`` dead; its leases may then be broken."""
+    return f"{PREFIX}dead:{worker_id}"
+
+
 def rate(owner: str) -> str:
     return f"{PREFIX}rate:{owner}"
 

@@ -15,7 +15,18 @@ _CONTROL_TTL = 86400
 
 
 class QueueStore(StoreBase):
-    """Claims, leases and control requests of the jobs in the queue."""
+    """Claims, leases and control requests of the jobs in the queue.
+
+    A lease's value names the worker that holds it (``lease_holder``, set by the
+    worker) and a token: another worker may break it once the holder was judged
+    dead (:func:`bgdownload.keys.dead_worker`), rather than wait out its TTL.
+    """
+
+    #: the worker id written into the leases this store takes; empty: none named
+    lease_holder: str = ""
+
+    def _lease_value(self, token: str) -> str:
+        return f"{self.lease_holder} {token}" if self.lease_holder else token
 
     async def claim_and_lease(
         self, task_id: str, token: str, ttl: float
@@ -28,8 +39,8 @@ class QueueStore(StoreBase):
         """
         found = await self._scripts.claim_and_lease(
             keys=[keys.run(task_id), keys.QUEUE],
-            args=[int(self.retention) + 86400, token, int(ttl * 1000),
-                  keys.job(""), keys.lease(""), keys.control("")],
+            args=[int(self.retention) + 86400, self._lease_value(token), int(ttl * 1000),
+                  keys.job(""), keys.lease(""), keys.control(""), keys.dead_worker("")],
         )
         if not found:
             return None
@@ -37,11 +48,11 @@ class QueueStore(StoreBase):
         return str(picked), bool(int(taken)), load_flat_job(flat), control or None
 
     async def release_lease_and_run(self, job_id: str, token: str, task_id: str) -> None:
-        """:meth:`release_lease` and :meth:`release_run` in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._scripts.lease_release(keys=[keys.lease(job_id)], args=[token], client=pipe)
-            pipe.delete(keys.run(task_id))
-            await pipe.execute()
+        """:meth:`release_lease` and :meth:`release_run` at once, only while the lease
+        is ours: a worker that lost the job keeps its hands off the message's run key."""
+        await self._scripts.lease_release(
+            keys=[keys.lease(job_id), keys.run(task_id)], args=[self._lease_value(token)]
+        )
 
     async def release_run(self, task_id: str) -> None:
         await self.redis.delete(keys.run(task_id))
@@ -54,7 +65,11 @@ class QueueStore(StoreBase):
         return int(await self.redis.zcard(keys.QUEUE))
 
     async def acquire_lease(self, job_id: str, token: str, ttl: float) -> bool:
-        return bool(await self.redis.set(keys.lease(job_id), token, nx=True, px=int(ttl * 1000)))
+        """Take the lease of ``job_id`` if it is free or its holder was judged dead."""
+        return bool(await self._scripts.lease_take(
+            keys=[keys.lease(job_id)],
+            args=[self._lease_value(token), int(ttl * 1000), keys.dead_worker("")],
+        ))
 
     async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl: float) -> list[bool]:
         """Renew many ``(job id, token)`` leases in one round trip; which are still ours."""
@@ -63,13 +78,16 @@ class QueueStore(StoreBase):
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, token in leases:
                 await self._scripts.lease_renew(
-                    keys=[keys.lease(job_id)], args=[token, int(ttl * 1000)], client=pipe
+                    keys=[keys.lease(job_id)], args=[self._lease_value(token), int(ttl * 1000)],
+                    client=pipe,
                 )
             results = await pipe.execute()
         return [bool(r) for r in results]
 
     async def release_lease(self, job_id: str, token: str) -> None:
-        await self._scripts.lease_release(keys=[keys.lease(job_id)], args=[token])
+        await self._scripts.lease_release(
+            keys=[keys.lease(job_id)], args=[self._lease_value(token)]
+        )
 
     async def has_lease(self, job_id: str) -> bool:
         """Whether a live worker holds ``job_id`` (its lease has not expired)."""

@@ -29,6 +29,7 @@ class Scripts:
     transition: AsyncScript
     progress: AsyncScript
     claim_and_lease: AsyncScript
+    lease_take: AsyncScript
     lease_renew: AsyncScript
     lease_release: AsyncScript
 

@@ -15,9 +15,12 @@ class StatsStore(StoreBase):
     """Which workers are alive and how many jobs and bytes went through."""
 
     async def heartbeat(self, worker_id: str, info: dict[str, Any], ttl: float) -> None:
+        """Record that ``worker_id`` is alive: the beat other workers watch (its score
+        changes each time) and its info; a worker wrongly judged dead is so no longer."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.WORKERS, {worker_id: time.time()})
             pipe.set(keys.worker(worker_id), dumps(info), ex=max(1, int(ttl)))
+            pipe.delete(keys.dead_worker(worker_id))
             await pipe.execute()
 
     async def forget_worker(self, worker_id: str) -> None:

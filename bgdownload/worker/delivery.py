@@ -9,11 +9,18 @@ long task be reclaimed while it still runs. This subclass:
   free slots (one ``XREADGROUP`` for all of them), so concurrency per worker
   process is bounded by ``slots`` whatever the CLI says and nothing is
   prefetched that another worker could have run;
-- reclaims messages idle for ``idle_timeout`` on a timer, even with an idle queue;
+- names its consumer after its worker id (the id the worker's heartbeats carry)
+  and watches those heartbeats: the messages of a consumer whose worker stopped
+  beating (:class:`~bgdownload.worker.takeover.Liveness`) are taken over within
+  seconds, as many as there are free slots, and the dead worker is marked so its
+  job leases can be broken instead of waited out;
+- reclaims messages idle for ``idle_timeout`` on a timer, even with an idle
+  queue — the fallback for whatever the heartbeat watch missed;
 - keeps its own in-flight messages from ever looking idle (``XCLAIM … JUSTID``
-  on a heartbeat), so only a dead worker's messages are taken over;
+  on a heartbeat), but never claims back one another worker took over;
 - deletes a message when it is acknowledged, so the stream never needs ``MAXLEN``
-  (which would drop messages nobody received);
+  (which would drop messages nobody received) — unless another worker holds it
+  now, which then acknowledges it itself;
 - starts its consumer group at ``0`` so messages sent before any worker existed
   are still delivered, and forgets stale consumers with nothing pending.
 
@@ -26,11 +33,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 from taskiq import AckableMessage
 from taskiq.serializers import JSONSerializer
@@ -38,6 +49,8 @@ from taskiq_redis import RedisStreamBroker
 
 from bgdownload import keys
 from bgdownload.config import Settings
+from bgdownload.worker import takeover
+from bgdownload.worker.takeover import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +88,38 @@ class DownloadBroker(RedisStreamBroker):
         self.idle_timeout_s = idle_timeout
         self._free: asyncio.Semaphore | None = None
         self._in_flight: set[str] = set()
-        self._keeper: asyncio.Task[None] | None = None
+        self._duties: list[asyncio.Task[None]] = []
+        self._liveness = Liveness()
+        #: consumers judged dead whose messages are still to take over
+        self._dead: list[str] = []
+        scripting = Redis(connection_pool=self.connection_pool)
+        self._take_over: AsyncScript = scripting.register_script(takeover.TAKE_OVER)
+        self._keep_mine: AsyncScript = scripting.register_script(takeover.KEEP_MINE)
+        self._ack_mine: AsyncScript = scripting.register_script(takeover.ACK_MINE)
 
     async def startup(self) -> None:
+        if self.is_worker_process:
+            # the worker id too (WorkerRuntime takes it): heartbeats name consumers
+            self.consumer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         await super().startup()
         if self.is_worker_process:
             await self._forget_idle_consumers()
 
     async def shutdown(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
+        for duty in self._duties:
+            duty.cancel()
+        for duty in self._duties:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+                await duty
         await super().shutdown()
 
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
         async def _ack() -> None:
-            async with (
-                Redis(connection_pool=self.connection_pool) as conn,
-                conn.pipeline(transaction=True) as pipe,
-            ):
-                pipe.xack(queue_name, self.consumer_group_name, id)
-                pipe.xdel(queue_name, id)
-                await pipe.execute()
+            async with Redis(connection_pool=self.connection_pool) as conn:
+                await self._ack_mine(
+                    keys=[queue_name], args=[self.consumer_group_name, self.consumer_name, id],
+                    client=conn,
+                )
             self._release(id)
 
         return _ack
@@ -110,7 +132,10 @@ class DownloadBroker(RedisStreamBroker):
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         self._free = asyncio.Semaphore(self.slots)
-        self._keeper = asyncio.create_task(self._keep_in_flight_alive())
+        self._duties = [
+            asyncio.create_task(self._keep_in_flight_alive(), name="bgd-keep-messages"),
+            asyncio.create_task(self._watch_workers(), name="bgd-watch-workers"),
+        ]
         reclaim_every = max(1.0, min(5.0, self.idle_timeout_s / 2))
         next_reclaim = 0.0
         async with Redis(connection_pool=self.connection_pool) as conn:
@@ -121,8 +146,8 @@ class DownloadBroker(RedisStreamBroker):
                     await self._free.acquire()
                     taken += 1
                 try:
-                    messages: list[tuple[str, bytes]] = []
-                    if time.monotonic() >= next_reclaim:
+                    messages = await self._take_over_dead(conn, taken) if self._dead else []
+                    if not messages and time.monotonic() >= next_reclaim:
                         reclaimed = await self._reclaim_one(conn)
                         if reclaimed is None:
                             next_reclaim = time.monotonic() + reclaim_every
@@ -176,6 +201,50 @@ class DownloadBroker(RedisStreamBroker):
                 return _text(message_id), fields[b"data"]
         return None
 
+    async def _take_over_dead(self, conn: Any, count: int) -> list[tuple[str, bytes]]:
+        """Up to ``count`` messages (the free slots) of consumers judged dead."""
+        messages: list[tuple[str, bytes]] = []
+        for dead in list(self._dead):
+            want = count - len(messages)
+            if want <= 0:
+                break
+            taken = await self._take_over(
+                keys=[self.queue_name, keys.dead_worker(dead)],
+                args=[self.consumer_group_name, dead, self.consumer_name, want,
+                      takeover.DEAD_MARK_TTL],
+                client=conn,
+            )
+            if len(taken) < want:  # it holds nothing more
+                self._dead.remove(dead)
+            for message_id, flat in taken:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                log.info("worker %s stopped beating; took over message %s",
+                         dead, _text(message_id))
+                messages.append((_text(message_id), fields[b"data"]))
+        return messages
+
+    async def _watch_workers(self) -> None:
+        """Judge, from their heartbeats, which consumers holding messages are dead."""
+        while True:
+            await asyncio.sleep(takeover.WATCH_PERIOD)
+            try:
+                async with Redis(connection_pool=self.connection_pool) as conn:
+                    summary = await conn.xpending(self.queue_name, self.consumer_group_name)
+                    beats: list[tuple[bytes, float]] = await conn.zrange(
+                        keys.WORKERS, 0, -1, withscores=True
+                    )  # type: ignore[assignment]
+            except (RedisError, OSError) as exc:
+                self._liveness.forget()  # judging on a broken watch could kill the living
+                log.debug("could not watch the workers: %s", exc)
+                continue
+            holders = [
+                _text(c["name"]) for c in summary["consumers"]
+                if c["pending"] and _text(c["name"]) != self.consumer_name
+            ]
+            self._dead = self._liveness.observe(
+                time.monotonic(), {_text(name): score for name, score in beats}, holders
+            )
+
     async def _keep_in_flight_alive(self) -> None:
         """Reset the idle time of the messages this worker holds, so none is taken over."""
         period = max(0.5, self.idle_timeout_s / 4)
@@ -186,13 +255,10 @@ class DownloadBroker(RedisStreamBroker):
                 continue
             try:
                 async with Redis(connection_pool=self.connection_pool) as conn:
-                    await conn.xclaim(
-                        self.queue_name,
-                        self.consumer_group_name,
-                        self.consumer_name,
-                        min_idle_time=0,
-                        message_ids=list[Any](ids),
-                        justid=True,
+                    await self._keep_mine(
+                        keys=[self.queue_name],
+                        args=[self.consumer_group_name, self.consumer_name, *ids],
+                        client=conn,
                     )
             except (RedisError, OSError) as exc:
                 log.warning("could not renew in-flight messages: %s", exc)

@@ -1,9 +1,11 @@
 """What a worker process shares between its downloads, and its background duties.
 
 One Redis client, one engine (one HTTP connection pool), one worker-wide speed
-bucket, one progress ticker, one control listener, one lease keeper — so the
-cost per download stays small and constant. On shutdown the runtime hands its
-running jobs back to the queue.
+bucket, one progress ticker, one control listener, one heartbeat that also
+keeps the leases — so the cost per download stays small and constant. The
+heartbeat is what other workers watch to take over this one's downloads if it
+dies (:mod:`.takeover`); on shutdown the runtime hands its running jobs back to
+the queue instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from bgdownload.config import Settings
@@ -23,10 +24,12 @@ from bgdownload.engine.limiter import TokenBucket
 from bgdownload.models import Job, JobState
 from bgdownload.store import Store, StoreError, open_redis
 from bgdownload.worker.progress import Running, progress_due
+from bgdownload.worker.takeover import DEAD_AFTER, HEARTBEAT_PERIOD
 
 log = logging.getLogger(__name__)
 
-#: a lease outlives its holder by at most this long; renewed every third of it
+#: a lease outlives its holder by at most this long (another worker breaks it sooner
+#: once the holder is judged dead); renewed with every heartbeat
 LEASE_TTL = 15.0
 #: Redis connections per worker process; jobs beyond it wait for a free one
 REDIS_CONNECTIONS = 50
@@ -43,6 +46,7 @@ class WorkerRuntime:
         store: Store,
         engine: Engine,
         requeue: Callable[[str], Awaitable[object]],
+        worker_id: str,
     ) -> None:
         self.settings = settings
         #: sends a fresh queue message for a job handed back at shutdown
@@ -50,19 +54,22 @@ class WorkerRuntime:
         self.closing = False
         self.store = store
         self.engine = engine
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: the broker's consumer name: whoever watches the heartbeats maps one to the other
+        self.worker_id = worker_id
+        store.lease_holder = worker_id
         self.running: dict[str, Running] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def start(
-        cls, settings: Settings, requeue: Callable[[str], Awaitable[object]]
+        cls, settings: Settings, requeue: Callable[[str], Awaitable[object]], worker_id: str
     ) -> WorkerRuntime:
         assert settings.redis_url
         redis = open_redis(settings.redis_url, max_connections=REDIS_CONNECTIONS)
         store = Store(redis, retention=settings.retention)
         limiter = TokenBucket(settings.max_speed) if settings.max_speed else None
-        runtime = cls(settings, store, Engine(settings, worker_limiter=limiter), requeue)
+        engine = Engine(settings, worker_limiter=limiter)
+        runtime = cls(settings, store, engine, requeue, worker_id)
         runtime._tasks = [
             asyncio.create_task(runtime._tick_progress(), name="bgd-progress"),
             asyncio.create_task(runtime._listen_control(), name="bgd-control"),
@@ -147,12 +154,13 @@ class WorkerRuntime:
 
     async def _beat(self) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "running": len(self.running)}
-        await self.store.heartbeat(self.worker_id, info, ttl=30)
+        await self.store.heartbeat(self.worker_id, info, ttl=3 * DEAD_AFTER)
 
     async def _keep_alive(self) -> None:
-        """Worker heartbeat (for /healthz) and lease renewal of every running job."""
+        """Worker heartbeat (for /healthz and for takeover) and lease renewal of every
+        running job, together: a worker that beats also holds its leases."""
         while True:
-            await asyncio.sleep(LEASE_TTL / 3)
+            await asyncio.sleep(HEARTBEAT_PERIOD)
             try:
                 await self._beat()
                 running = list(self.running.values())

@@ -39,7 +39,8 @@ async def _start_worker(state: TaskiqState) -> None:
         await download.kiq(job_id)
 
     runtime = await WorkerRuntime.start(
-        settings.replace(redis_url=settings.resolve_redis_url()), requeue
+        settings.replace(redis_url=settings.resolve_redis_url()), requeue,
+        worker_id=broker.consumer_name,
     )
     state.runtime = runtime
     _hand_back_on_sigterm(runtime)

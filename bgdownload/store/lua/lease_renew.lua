@@ -1,4 +1,4 @@
--- Extend a lease only while it is still ours.  KEYS: lease.  ARGV: token, ttl ms
+-- Extend a lease only while it is still ours.  KEYS: lease.  ARGV: lease value, ttl ms
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
