@@ -68,7 +68,7 @@ def attacker_site(pages: dict[str, str]) -> Iterator[str]:
     """Serve ``pages`` ({path: html}) on a free port; yields ``http://localhost:<port>``."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             body = pages.get(self.path, "not here").encode()
             self.send_response(200 if self.path in pages else 404)
             self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -106,8 +106,9 @@ async def new_page(browser: Any) -> Any:
     return page
 
 
-def job_names(api: str) -> list[str]:
-    listed = httpx.get(f"{api}/api/v1/downloads")
+async def job_names(api: str) -> list[str]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        listed = await http.get(f"{api}/api/v1/downloads")
     assert listed.status_code == 200, listed.text
     return [job["filename"] for job in listed.json()["items"]]
 
@@ -133,7 +134,7 @@ async def test_an_auto_submitting_form_on_another_origin_creates_no_job(
         refused = await submit(page, f"{site}/", api)
         assert refused.status == 403
         assert (await refused.json())["error"]["code"] == "forbidden"
-    assert job_names(api) == []
+    assert await job_names(api) == []
 
     # control: the very same form on the API's own page is a job
     page = await new_page(browser)
@@ -158,14 +159,15 @@ async def test_an_auto_submitting_form_on_another_origin_creates_no_job(
             [action, own, enctype],
         )
     assert (await answer.value).status == 202
-    assert job_names(api) == ["own-page.bin"]
+    assert await job_names(api) == ["own-page.bin"]
 
 
 async def test_websockets_from_another_origin_or_a_sandbox_are_refused(
     browser: Any, start_server: Any, source: SourceServer
 ) -> None:
     api = start_server().url
-    created = httpx.post(f"{api}/api/v1/downloads", json={"url": source.url("/bytes/100")})
+    async with httpx.AsyncClient(timeout=10) as http:
+        created = await http.post(f"{api}/api/v1/downloads", json={"url": source.url("/bytes/100")})
     assert created.status_code == 202
     job_id = created.json()["id"]
     ws_url = api.replace("http://", "ws://") + f"/api/v1/downloads/{job_id}/ws"
