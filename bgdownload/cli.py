@@ -137,7 +137,12 @@ def cli() -> None:
 
 @cli.command()
 def up() -> int:
-    """Start the local stack in the background (Redis, a worker, the API); print the API URL."""
+    """Start the local stack in the background (Redis, a worker, the API); print the API URL.
+
+    The web page's link goes to stderr: it carries the stack's token in its
+    fragment, which the browser keeps to itself (the page stores it and drops it
+    from the address bar), so stdout stays the API URL for scripts.
+    """
     from bgdownload import local
 
     settings = _settings()
@@ -145,6 +150,9 @@ def up() -> int:
     if info["started"]:
         logs = settings.state_dir / "logs"
         click.echo(f"started {', '.join(info['started'])}; logs in {logs}", err=True)
+    token = local.read_token(settings)
+    if token:
+        click.echo(f"web page: {info['api_url']}/#token={token}", err=True)
     click.echo(info["api_url"])
     return 0
 

@@ -190,6 +190,26 @@ def _tokens_list(name: str, text: str) -> dict[str, str]:
     return parse_tokens(name, text.split(","))
 
 
+_HOST_ENTRY = re.compile(
+    r"\*|(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?"
+)
+
+
+def parse_hosts(name: str, text: str) -> tuple[str, ...]:
+    """``"downloads.example.org, 10.0.0.5:8765"`` → lower-case ``host[:port]`` entries, or ``*``."""
+    hosts: list[str] = []
+    for part in re.split(r"[,\s]+", text.strip().lower()):
+        if not part:
+            continue
+        if not _HOST_ENTRY.fullmatch(part):
+            raise ConfigError(
+                f"{name}: {part!r} is not a host name such as downloads.example.org, "
+                "downloads.example.org:8765, [::1]:8765 or *"
+            )
+        hosts.append(part)
+    return tuple(hosts)
+
+
 class Variable(NamedTuple):
     """One ``BGDOWNLOAD_*`` variable: which :class:`Settings` field it sets, and how."""
 
@@ -211,6 +231,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BGDOWNLOAD_TOKENS_FILE", "tokens", _tokens_file, merge=True),
     Variable("BGDOWNLOAD_TOKENS", "tokens", _tokens_list, merge=True),
     Variable("BGDOWNLOAD_ALLOW_NETWORKS", "allow_networks", parse_networks),
+    Variable("BGDOWNLOAD_ALLOWED_HOSTS", "allowed_hosts", parse_hosts),
     Variable("BGDOWNLOAD_MAX_BYTES", "max_bytes", parse_size),
     Variable("BGDOWNLOAD_PROGRESS_INTERVAL", "progress_interval",
              partial(_parse_float, minimum=0.01)),
@@ -242,6 +263,8 @@ class Settings:
     token: str | None = field(default=None, repr=False)
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
     allow_networks: tuple[IPNetwork, ...] = ()
+    #: ``Host`` names the API answers to besides loopback and its own address
+    allowed_hosts: tuple[str, ...] = ()
     max_bytes: int | None = None
     progress_interval: float = 0.5
     concurrency: int = 8

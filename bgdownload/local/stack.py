@@ -12,6 +12,10 @@ set) go through :func:`ensure_up`; what runs is recorded in the state dir by
   URL's port, so a client configured with that URL finds the stack ``up``
   started. ``BGDOWNLOAD_URL`` naming another host is a remote API: ``up``
   refuses rather than start a stack nobody would talk to.
+- The server runs with a token of its own (:mod:`bgdownload.local.token`,
+  owner ``local``) besides any configured ones: nobody but this user, and no
+  web page, can use the stack. A server found running with another token (or
+  none, started by an older version) is restarted.
 - Each process runs detached in a session of its own (see
   :mod:`bgdownload.local.procs`), so it outlives the caller, and ``down`` stops
   its whole process group, the taskiq worker's children included.
@@ -54,6 +58,7 @@ from bgdownload.local.runtime import (
     same_boot,
     write_runtime,
 )
+from bgdownload.local.token import ensure_token, fingerprint, server_tokens
 
 START_TIMEOUT = 60.0  # seconds for the whole stack to answer /healthz
 
@@ -129,10 +134,11 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
     """
     wanted_port = _api_port(settings)
     with locked(settings, timeout + 30):
-        data, port = _keep_what_runs(settings, wanted_port)
+        token = ensure_token(settings)
+        data, port = _keep_what_runs(settings, wanted_port, fingerprint(token))
         before = set(data["pids"])
         try:
-            started = _start_missing(settings, data, port, wanted_port)
+            started = _start_missing(settings, data, port, wanted_port, token)
             _wait_healthy(settings, data, timeout)
         except BaseException:
             # Stop what this call started, nothing else: a stack that is only slow to
@@ -143,12 +149,12 @@ def ensure_up(settings: Settings, *, timeout: float = START_TIMEOUT) -> dict[str
 
 
 def _keep_what_runs(
-    settings: Settings, wanted_port: int | None
+    settings: Settings, wanted_port: int | None, token_id: str
 ) -> tuple[dict[str, Any], int | None]:
     """The runtime record cut down to the processes that still serve; and the API port to use.
 
     Stops the recorded processes that cannot stay: dead ones, a server on the
-    wrong port, and everything when Redis is not the one wanted.
+    wrong port or with another token, and everything when Redis is not the one wanted.
     """
     data = read_runtime(settings) or {}
     if data and not same_boot(data):
@@ -161,7 +167,7 @@ def _keep_what_runs(
         else not data.get("redis_external") and "redis" in running
     )
     port = wanted_port or (urlsplit(data["api_url"]).port if data.get("api_url") else None)
-    server_ok = "server" in running and (
+    server_ok = "server" in running and data.get("token_id") == token_id and (
         wanted_port is None or urlsplit(data.get("api_url", "")).port == wanted_port
     )
     # Anything pointing at a Redis that is not the one wanted must restart with it.
@@ -190,7 +196,8 @@ def _keep_what_runs(
 
 
 def _start_missing(
-    settings: Settings, data: dict[str, Any], port: int | None, wanted_port: int | None
+    settings: Settings, data: dict[str, Any], port: int | None, wanted_port: int | None,
+    token: str,
 ) -> list[str]:
     """Start the components ``data`` does not name, recording each at once; their names."""
     started: list[str] = []
@@ -208,9 +215,12 @@ def _start_missing(
         elif not _port_free(port):
             raise BgdownloadError(f"port {port} of BGDOWNLOAD_URL is taken by another program")
         data["api_url"] = f"http://127.0.0.1:{port}"
+        data["token_id"] = fingerprint(token)
         argv = [sys.executable, "-m", "bgdownload", "serve",
                 "--host", "127.0.0.1", "--port", str(port)]
-        _record(settings, data, "server", _spawn(settings, "server", argv, env))
+        # only the server needs the token: the worker and Redis never see it
+        server_env = {**env, "BGDOWNLOAD_TOKENS": server_tokens(settings, token)}
+        _record(settings, data, "server", _spawn(settings, "server", argv, server_env))
         started.append("server")
     return started
 

@@ -4,7 +4,8 @@
 >>> app = create_app(settings, service=svc)     # tests: a Service they own
 
 Every error leaves as ``{"error": {"code", "message"}}`` with its status
-(:mod:`bgdownload.server.errors`).
+(:mod:`bgdownload.server.errors`). ``Host`` and ``Origin`` are checked before
+anything else (:mod:`bgdownload.server.origin`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bgdownload.server.auth import TokenAuth
 from bgdownload.server.compat import compat
 from bgdownload.server.errors import register_error_handlers
 from bgdownload.server.metrics import METRICS_KEY, ServerMetrics, metrics_bp
+from bgdownload.server.origin import HostPolicy, install_origin_checks
 from bgdownload.server.routes import api, ops
 from bgdownload.server.state import SERVICE_KEY, SETTINGS_KEY
 from bgdownload.server.streams import streams_bp
@@ -25,10 +27,18 @@ from bgdownload.web import STATIC
 from bgdownload.web.requests import check_body_size
 
 
-def create_app(settings: Settings, service: Service | None = None) -> Quart:
+def create_app(
+    settings: Settings, service: Service | None = None, *, host: str | None = None
+) -> Quart:
     """Build the app. Without ``service`` one is connected in ``before_serving``
-    and closed in ``after_serving``; a given one is left to its owner to close."""
+    and closed in ``after_serving``; a given one is left to its owner to close.
+
+    ``host`` is the address the server was started with: besides loopback names,
+    the only ``Host`` it answers to without ``BGDOWNLOAD_ALLOWED_HOSTS``.
+    """
     app = Quart(__name__, static_folder=str(STATIC), static_url_path="/static")
+    # first of all hooks: a request for another name or from another origin goes no further
+    install_origin_checks(app, HostPolicy.build(host, settings.allowed_hosts))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.extensions[SETTINGS_KEY] = settings
     app.extensions["bgdownload.auth"] = TokenAuth(settings.tokens)

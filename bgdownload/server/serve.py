@@ -70,7 +70,7 @@ def serve(
     check_bind(settings, host, insecure)
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is not between 0 and 65535")
-    app = create_app(settings)
+    app = create_app(settings, host=host)
     try:
         asyncio.run(hypercorn_serve(app, hypercorn_config(host, port)))
     except OSError as exc:

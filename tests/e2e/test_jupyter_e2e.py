@@ -141,7 +141,7 @@ async def execute(server: JupyterServer, client: httpx.AsyncClient, code: str) -
 
 
 async def test_a_kernel_downloads_with_no_configuration_and_jupyter_lists_it(
-    jupyter: JupyterServer, source: SourceServer
+    jupyter: JupyterServer, source: SourceServer, tmp_path: Path
 ) -> None:
     headers = {"Authorization": f"token {TOKEN}"}
     with httpx.Client(headers=headers, timeout=10, trust_env=False) as sync_client:
@@ -172,7 +172,10 @@ async def test_a_kernel_downloads_with_no_configuration_and_jupyter_lists_it(
         jobs = {job["id"]: job for job in listed.json()["items"]}
         assert job_id in jobs and jobs[job_id]["state"] == "completed"
 
-    # single-user: the same owner everywhere, so the stack's own API lists it too
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as plain:
+    # single-user: the same owner everywhere, so the stack's own API lists it too (asked
+    # with the stack's own token, which the kernel's client found by itself: docs/api.md §17)
+    stack_token = (tmp_path / "state" / "token").read_text().strip()
+    async with httpx.AsyncClient(timeout=10, trust_env=False,
+                                 headers={"Authorization": f"Bearer {stack_token}"}) as plain:
         from_stack = (await plain.get(f"{stack_api}/api/v1/downloads")).json()["items"]
     assert job_id in {job["id"] for job in from_stack}

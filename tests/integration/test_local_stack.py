@@ -269,3 +269,91 @@ def test_an_external_redis_is_used_and_left_alone(stack_env, monkeypatch, redis_
     finally:
         client.close()
     assert leftover_processes(settings.state_dir) == []
+
+
+# ------------------------------------------------------------- the stack's own token
+
+
+def test_up_makes_a_private_token_that_the_server_requires(stack_env):
+    import httpx
+
+    settings = settings_of(stack_env)
+    info = local.ensure_up(settings)
+    path = local.token_path(settings)
+    mode = path.stat().st_mode & 0o777
+    assert mode == 0o600, oct(mode)
+    assert path.stat().st_uid == os.getuid()
+    token = path.read_text().strip()
+    assert len(token) >= 43 and local.read_token(settings) == token
+    assert token not in local.runtime_path(settings).read_text()  # that file is world-readable
+
+    api = info["api_url"]
+    assert httpx.get(f"{api}/api/v1/downloads").status_code == 401
+    mine = httpx.get(f"{api}/api/v1/downloads", headers={"Authorization": f"Bearer {token}"})
+    assert mine.status_code == 200
+    # only the server holds it: the worker (which fetches arbitrary URLs) never sees it
+    worker_env = Path(f"/proc/{info['pids']['worker']}/environ").read_bytes()
+    assert token.encode() not in worker_env
+
+    # the same token across restarts, so pages and clients that hold it keep working
+    local.down(settings)
+    again = local.ensure_up(settings)
+    assert local.read_token(settings) == token
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{again['api_url']}/api/v1/downloads", headers=headers).status_code == 200
+
+
+def test_the_cli_and_the_client_use_the_token_by_themselves(stack_env, source):
+    settings = settings_of(stack_env)
+    assert "BGDOWNLOAD_TOKEN" not in stack_env
+    up = subprocess.run([sys.executable, "-m", "bgdownload", "up"], env=stack_env, cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    api = up.stdout.strip()
+    token = local.read_token(settings)
+    assert f"{api}/#token={token}" in up.stderr  # the page's link; stdout stays the URL
+
+    got = subprocess.run(
+        [sys.executable, "-m", "bgdownload", "get", source.url("/bytes/5000?seed=tok")],
+        env=stack_env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert Path(got.stdout.strip()).read_bytes() == source.content(5000, "tok")
+
+    # bgd.download with no URL and no token; and with BGDOWNLOAD_URL pointing at the
+    # stack under another loopback name, as Jupyter tells its kernels
+    script = ("import bgdownload as bgd, sys\n"
+              "job = bgd.download(sys.argv[1])\n"
+              "print(job.wait(progress=False).state.value)\n")
+    port = api.rsplit(":", 1)[1]
+    for extra in ({}, {"BGDOWNLOAD_URL": f"http://localhost:{port}"}):
+        run = subprocess.run(
+            [sys.executable, "-c", script, source.url("/bytes/3000?seed=py")],
+            env={**stack_env, **extra}, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == "completed"
+
+
+def test_an_untrusted_token_file_is_replaced_and_the_server_restarted(stack_env):
+    settings = settings_of(stack_env)
+    first = local.ensure_up(settings)
+    path = local.token_path(settings)
+    old = path.read_text().strip()
+    path.chmod(0o644)  # others could read it: it is no secret any more
+    assert local.read_token(settings) is None
+
+    again = local.ensure_up(settings)
+    assert again["started"] == ["server"]
+    assert again["pids"]["worker"] == first["pids"]["worker"]
+    new = local.read_token(settings)
+    assert new is not None and new != old
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_server_started_without_the_token_is_restarted(stack_env):
+    # as a stack started by a version without tokens left it
+    settings = settings_of(stack_env)
+    local.ensure_up(settings)
+    data = json.loads(local.runtime_path(settings).read_text())
+    data.pop("token_id")
+    local.runtime_path(settings).write_text(json.dumps(data))
+    assert local.ensure_up(settings)["started"] == ["server"]

@@ -30,7 +30,15 @@
 
   const $ = (id) => document.getElementById(id);
   const jobs = new Map(); // id -> public job object (docs/api.md §1)
-  let token = localStorage.getItem(TOKEN_KEY) || "";
+  // `bgdownload up` prints the page's address with the local stack's token in the
+  // fragment (#token=…), which browsers never send: keep it, then drop it from the
+  // address bar and history so it is not bookmarked or shared by accident.
+  const linkToken = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (linkToken) {
+    localStorage.setItem(TOKEN_KEY, linkToken);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  let token = linkToken || localStorage.getItem(TOKEN_KEY) || "";
   let source = null;
   let lastEventId = null;
   let pollTimer = null;
