@@ -47,6 +47,14 @@ class Tracker:
             self.job.filename, self.job.path = filename, path
             await self.store.update_fields(self.job.id, filename=filename, path=path)
 
+    async def restarted(self, note: str) -> None:
+        """The engine dropped the partial data: the job's stream says why (docs/api.md §11)."""
+        self.loaded = 0
+        extra: dict[str, Any] = {"progress": Progress(0, self.total, 0.0).to_dict()}
+        if self.entry is not None:
+            extra = {"file": self.index, "url": self.entry.url}
+        await self.store.note_state(self.job, note, **extra)
+
     def speed(self, now: float) -> float:
         self.samples.append((now, self.loaded))
         while len(self.samples) > 2 and now - self.samples[1][0] >= SPEED_WINDOW:
