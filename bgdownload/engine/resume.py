@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import os
 import time
@@ -81,20 +82,34 @@ def digest_of(data: bytes) -> str:
 
 
 def write_sidecar(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically and durably: temp file, fsync, rename."""
+    """Replace ``path`` with ``text`` atomically and durably: temp file, fsync, rename.
+
+    On a full disk the temporary file may find no room where the old sidecar's
+    blocks would: then the sidecar is rewritten in place (a torn write leaves JSON
+    that does not parse, which resumes nothing rather than something wrong), so a
+    download stopped by a full disk keeps its last resume point.
+    """
     tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(tmp, text, os.O_CREAT | os.O_TRUNC)
         os.replace(tmp, path)
-    except OSError:
+    except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.exists():
+            raise
+        _write_synced(path, text, 0)
+
+
+def _write_synced(path: Path, text: str, flags: int) -> None:
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | flags, 0o644)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Checkpoints:

@@ -75,13 +75,29 @@ def test_a_failed_sidecar_write_keeps_the_old_one(tmp_path: Path,
     sidecar = tmp_path / "c.part.json"
     write_sidecar(sidecar, "old")
 
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(resume.os, "fsync", full)
+    monkeypatch.setattr(resume.os, "fsync", broken)
     with pytest.raises(OSError):
         write_sidecar(sidecar, "new")
     assert sidecar.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["c.part.json"]
+
+
+def test_on_a_full_disk_the_sidecar_is_rewritten_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sidecar = tmp_path / "d.part.json"
+    write_sidecar(sidecar, "a much longer old record")
+    real_open = os.open
+
+    def no_new_files(path: Path, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(resume.os, "open", no_new_files)
+    write_sidecar(sidecar, "new")
+    assert sidecar.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["d.part.json"]
 
 
 @pytest.mark.parametrize(("code", "reason", "keep"), [
