@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bgdownload.engine.limiter import TokenBucket
-from bgdownload.engine.resume import write_sidecar
+from bgdownload.engine.resume import boot_id, write_sidecar
 from bgdownload.engine.sources import Source
 from bgdownload.storage import Storage
 
@@ -109,6 +109,8 @@ class AttemptState:
     checks: list[tuple[int, int, str]] = field(default_factory=list)
     #: a sidecar was read: its resume point may be trusted
     resumable: bool = False
+    #: the boot during which the sidecar read was written
+    boot: str = ""
     loaded: int = 0
     buckets: tuple[TokenBucket, ...] = ()
     max_bytes: int | None = None
@@ -148,6 +150,7 @@ class AttemptState:
             "validator": self.validator,
             "total": self.total,
             "done": self.done,
+            "boot": boot_id(),
             "segments": [[s.start, s.end, s.durable] for s in self.segments]
             if self.segments is not None else None,
             "checks": [list(c) for c in self.checks],
@@ -164,10 +167,16 @@ class AttemptState:
         self.write(self.record(done))
 
     def resume_point(self, size: int) -> int:
-        """Where a single-connection ``.part`` of ``size`` bytes may be continued."""
+        """Where a single-connection ``.part`` of ``size`` bytes may be continued.
+
+        Every written byte while the machine has not rebooted since the sidecar was
+        written (a killed worker); after a reboot only the synced ones it records.
+        """
         if not self.resumable:
             return 0  # no sidecar: nothing says which bytes are good
-        return size if self.done is None else min(size, self.done)
+        if self.done is None or (self.boot and self.boot == boot_id()):
+            return size
+        return min(size, self.done)
 
     def load_sidecar(self) -> None:
         try:
@@ -177,6 +186,7 @@ class AttemptState:
         if not isinstance(data, dict):
             return
         self.resumable = True
+        self.boot = str(data.get("boot") or "")
         done = data.get("done")
         self.done = done if isinstance(done, int) and done >= 0 else None
         checks = data.get("checks")

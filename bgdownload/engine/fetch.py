@@ -2,16 +2,20 @@
 
 :meth:`Engine.fetch` streams the body into ``<name>.part`` next to a sidecar
 ``<name>.part.json`` that remembers what is needed to continue later: the
-validator (ETag or Last-Modified), the total size and, for parallel ranged
-downloads, each segment's progress. The next call with the same
-``spec.filename`` resumes with a read conditional on that validator (``Range`` +
-``If-Range``), so a source that changed in between answers ``200`` and the
-download starts over instead of splicing two versions together. Only a complete,
-verified file is promoted to its final name.
+validator (ETag or Last-Modified), the total size, how many bytes are durable
+and, for parallel ranged downloads, each segment's progress. The next call with
+the same ``spec.filename`` resumes: with a validator by a read conditional on it
+(``Range`` + ``If-Range``), so a source that changed answers ``200`` and the
+download starts over; without one by asking for the last bytes on disk again and
+comparing them (:mod:`bgdownload.engine.resume`). Either way two versions are
+never spliced together, and only a complete, verified file is promoted to its
+final name. An ``OSError`` that says the destination cannot be written becomes a
+:class:`bgdownload.errors.StorageError` naming the file, not a bug.
 A single-connection download writes its sidecar just before its first batch goes
-to disk (2 MiB or 1 s in) or when the attempt stops early, so a small file that
-arrives whole never gets one; a crash before then restarts it from zero (no
-validator, no resume), which for so few bytes costs nothing.
+to disk (2 MiB or 1 s in), then about once a second after syncing the data it
+covers, and when the attempt stops early; a small file that arrives whole never
+gets one, and a crash before then restarts it from zero, which for so few bytes
+costs nothing.
 
 The engine makes exactly one attempt; retrying transient errors
 (``DownloadError.transient``) is the runner's job.
@@ -183,6 +187,7 @@ class Engine:
         state.done = None
         state.checks = []
         state.resumable = False
+        state.boot = ""
         state.loaded = 0
         if state.filename is not None:
             with open(state.part, "wb"):

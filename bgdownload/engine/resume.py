@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import time
@@ -40,6 +41,20 @@ DAMAGED = "partial file did not match its record; restarted"
 #: fdatasync + sidecar writes, off the event loop (each blocks for a disk flush)
 _SYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4,
                                                    thread_name_prefix="bgd-sync")
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot of the machine ("" where the system does not say).
+
+    A sidecar written during this boot speaks for a ``.part`` whose every written
+    byte is still there (a killed process loses nothing the kernel accepted); after
+    a reboot — a power loss — only the bytes it records as synced are.
+    """
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
 
 
 def overlap_for(on_disk: int) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from bgdownload.config import Settings
 from bgdownload.engine.fetch import Engine, FetchSpec
+from bgdownload.engine.resume import boot_id
 from bgdownload.errors import (
     BlockedDestination,
     ChecksumMismatch,
@@ -433,7 +434,7 @@ async def test_whole_file_on_disk_without_validator_completes_after_the_check(
     assert [r.range for r in source.requests] == [f"bytes={100000 - 65536}-"]
 
 
-async def test_resume_point_is_what_the_sidecar_says_is_durable(
+async def test_after_a_reboot_the_resume_point_is_what_the_sidecar_says_is_synced(
         engine: Engine, source: SourceServer, download_dir: Path) -> None:
     # Bytes past the recorded offset (written, not yet synced when the power went)
     # are never trusted: the resume starts from the record, overlap before it.
@@ -441,11 +442,26 @@ async def test_resume_point_is_what_the_sidecar_says_is_durable(
     good = source.content(200000, "t")[:80000]
     (download_dir / f"{name}.part").write_bytes(good + b"\0" * 40000)
     (download_dir / f"{name}.part.json").write_text(json.dumps(
-        {"validator": {}, "total": 200000, "done": 80000, "segments": None}))
+        {"validator": {}, "total": 200000, "done": 80000, "boot": "an earlier boot",
+         "segments": None}))
     result = await engine.fetch(spec(source.url("/bytes/200000?seed=t&validators=0"),
                                      download_dir, filename=name), Sink())
     assert result.sha256 == source.expected_sha256(200000, "t")
     assert [r.range for r in source.requests] == [f"bytes={80000 - 65536}-"]
+
+
+async def test_without_a_reboot_every_written_byte_is_resumed(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    # A killed worker loses nothing the kernel accepted: the .part's size counts.
+    name = "killed.bin"
+    (download_dir / f"{name}.part").write_bytes(source.content(200000, "kb")[:120000])
+    (download_dir / f"{name}.part.json").write_text(json.dumps(
+        {"validator": {}, "total": 200000, "done": 80000, "boot": boot_id(),
+         "segments": None}))
+    result = await engine.fetch(spec(source.url("/bytes/200000?seed=kb&validators=0"),
+                                     download_dir, filename=name), Sink())
+    assert result.sha256 == source.expected_sha256(200000, "kb")
+    assert [r.range for r in source.requests] == [f"bytes={120000 - 65536}-"]
 
 
 async def test_segmented_without_validator_checks_each_segment_overlap(
