@@ -20,6 +20,7 @@ errors, the HTTP ``status`` the web layers answer with::
     │   ├── TooLarge                     too_large
     │   ├── ChecksumMismatch             checksum_mismatch
     │   ├── PartialFailure               partial (batch: some files failed)
+    │   ├── StorageError                 storage_error (the destination cannot be written)
     │   └── Cancelled                    cancelled
     ├── IllegalTransition                the state machine refused a change
     ├── JobGone                          the job was deleted while being changed (a worker stops)
@@ -138,6 +139,21 @@ class ChecksumMismatch(DownloadError):
 
 class PartialFailure(DownloadError):
     code = "partial"
+
+
+class StorageError(DownloadError):
+    """The destination cannot be written: permissions, read-only, disk full, name too long.
+
+    Never transient: retrying cannot free space or change permissions. The message
+    names the file relative to the download root, never an absolute server path.
+    """
+
+    code = "storage_error"
+
+    def __init__(self, message: str, *, keep_partial: bool = False) -> None:
+        super().__init__(message)
+        #: the partial data stays good (disk full): kept, so a retry resumes it
+        self.keep_partial = keep_partial
 
 
 class Cancelled(DownloadError):

@@ -4,18 +4,21 @@
 engine's public types (imported from :mod:`bgdownload.engine.fetch`).
 :class:`AttemptState` is what one attempt knows about the file it writes;
 ``<name>.part.json`` (the sidecar) stores the part of it a later attempt needs to
-resume: the validator, the total size and each segment's durable offset.
+resume: the validator, the total size, how many bytes of a single-connection
+``.part`` are durable (``done``), each segment's durable offset, and the overlap
+checks of segments still waiting for their neighbours' bytes
+(:mod:`bgdownload.engine.resume`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bgdownload.engine.limiter import TokenBucket
+from bgdownload.engine.resume import boot_id, write_sidecar
 from bgdownload.engine.sources import Source
 from bgdownload.storage import Storage
 
@@ -45,6 +48,9 @@ class ProgressSink(Protocol):
     async def name_chosen(self, filename: str, path: str) -> None:
         """The file name was picked; persisted before any byte is written."""
 
+    async def restarted(self, note: str) -> None:
+        """The partial data was dropped and the download starts over; ``note`` says why."""
+
 
 @dataclass
 class FetchResult:
@@ -73,7 +79,14 @@ class Segment:
 
 
 class Restart(Exception):
-    """The source changed (or ignores ranges) under a resume: start over from zero."""
+    """The source changed (or ignores ranges) under a resume: start over from zero.
+
+    ``note`` is what the job's ``state`` event tells the user (docs/api.md §11).
+    """
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
 
 
 @dataclass
@@ -89,6 +102,15 @@ class AttemptState:
     validator: dict[str, str] = field(default_factory=dict)
     total: int | None = None
     segments: list[Segment] | None = None
+    #: bytes of a single-connection ``.part`` known to be on disk (None: an old
+    #: sidecar that did not say; then the file's size)
+    done: int | None = None
+    #: overlap checks waiting for their bytes: (offset, length, sha256 hex)
+    checks: list[tuple[int, int, str]] = field(default_factory=list)
+    #: a sidecar was read: its resume point may be trusted
+    resumable: bool = False
+    #: the boot during which the sidecar read was written
+    boot: str = ""
     loaded: int = 0
     buckets: tuple[TokenBucket, ...] = ()
     max_bytes: int | None = None
@@ -115,18 +137,46 @@ class AttemptState:
             self.known_sidecar = (self.filename, self.storage.sidecar_path(self.filename))
         return self.known_sidecar[1]
 
-    def save_sidecar(self) -> None:
+    def record(self, done: int | None = None) -> str:
+        """The sidecar's text now (``done``: the durable bytes of a single ``.part``).
+
+        Called on the event loop before the bytes are synced, so the segment offsets
+        it captures are already written; marks the sidecar as present and fresh.
+        """
+        if done is not None:
+            self.done = done
         data: dict[str, Any] = {
             "url": self.spec.url,
             "validator": self.validator,
             "total": self.total,
+            "done": self.done,
+            "boot": boot_id(),
             "segments": [[s.start, s.end, s.durable] for s in self.segments]
             if self.segments is not None else None,
+            "checks": [list(c) for c in self.checks],
         }
-        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.sidecar)
         self.sidecar_written = self.sidecar_fresh = True
+        return json.dumps(data)
+
+    def write(self, text: str) -> None:
+        """Write a :meth:`record` into the sidecar (atomically, durably)."""
+        write_sidecar(self.sidecar, text)
+
+    def save_sidecar(self, done: int | None = None) -> None:
+        """Record and write at once: nothing past ``done`` (or a segment's offset) is claimed."""
+        self.write(self.record(done))
+
+    def resume_point(self, size: int) -> int:
+        """Where a single-connection ``.part`` of ``size`` bytes may be continued.
+
+        Every written byte while the machine has not rebooted since the sidecar was
+        written (a killed worker); after a reboot only the synced ones it records.
+        """
+        if not self.resumable:
+            return 0  # no sidecar: nothing says which bytes are good
+        if self.done is None or (self.boot and self.boot == boot_id()):
+            return size
+        return min(size, self.done)
 
     def load_sidecar(self) -> None:
         try:
@@ -135,6 +185,16 @@ class AttemptState:
             return
         if not isinstance(data, dict):
             return
+        self.resumable = True
+        self.boot = str(data.get("boot") or "")
+        done = data.get("done")
+        self.done = done if isinstance(done, int) and done >= 0 else None
+        checks = data.get("checks")
+        if isinstance(checks, list):
+            try:
+                self.checks = [(int(a), int(b), str(c)) for a, b, c in checks]
+            except (TypeError, ValueError):
+                self.checks = []
         validator = data.get("validator")
         if isinstance(validator, dict):
             self.validator = {str(k): str(v) for k, v in validator.items()}

@@ -2,16 +2,20 @@
 
 :meth:`Engine.fetch` streams the body into ``<name>.part`` next to a sidecar
 ``<name>.part.json`` that remembers what is needed to continue later: the
-validator (ETag or Last-Modified), the total size and, for parallel ranged
-downloads, each segment's progress. The next call with the same
-``spec.filename`` resumes with a read conditional on that validator (``Range`` +
-``If-Range``), so a source that changed in between answers ``200`` and the
-download starts over instead of splicing two versions together. Only a complete,
-verified file is promoted to its final name.
+validator (ETag or Last-Modified), the total size, how many bytes are durable
+and, for parallel ranged downloads, each segment's progress. The next call with
+the same ``spec.filename`` resumes: with a validator by a read conditional on it
+(``Range`` + ``If-Range``), so a source that changed answers ``200`` and the
+download starts over; without one by asking for the last bytes on disk again and
+comparing them (:mod:`bgdownload.engine.resume`). Either way two versions are
+never spliced together, and only a complete, verified file is promoted to its
+final name. An ``OSError`` that says the destination cannot be written becomes a
+:class:`bgdownload.errors.StorageError` naming the file, not a bug.
 A single-connection download writes its sidecar just before its first batch goes
-to disk (2 MiB or 1 s in) or when the attempt stops early, so a small file that
-arrives whole never gets one; a crash before then restarts it from zero (no
-validator, no resume), which for so few bytes costs nothing.
+to disk (2 MiB or 1 s in), then about once a second after syncing the data it
+covers, and when the attempt stops early; a small file that arrives whole never
+gets one, and a crash before then restarts it from zero, which for so few bytes
+costs nothing.
 
 The engine makes exactly one attempt; retrying transient errors
 (``DownloadError.transient``) is the runner's job.
@@ -40,6 +44,14 @@ from bgdownload.config import Settings
 from bgdownload.engine.attempt import AttemptState, FetchResult, FetchSpec, ProgressSink, Restart
 from bgdownload.engine.limiter import TokenBucket, consume_all
 from bgdownload.engine.names import choose_filename
+from bgdownload.engine.resume import (
+    CHANGED,
+    IGNORED_RANGE,
+    Checkpoints,
+    overlap_for,
+    read_at,
+    take_head,
+)
 from bgdownload.engine.segments import MIN_SEGMENT, SIDECAR_INTERVAL, SegmentedDownload
 from bgdownload.engine.sources import (
     Reply,
@@ -57,6 +69,7 @@ from bgdownload.errors import (
     TooLarge,
 )
 from bgdownload.storage import Storage, storage_at
+from bgdownload.storage.files import PART_SUFFIX
 from bgdownload.storage.names import sanitize_filename
 
 __all__ = [
@@ -131,7 +144,20 @@ class Engine:
         if self._worker_limiter is not None:
             buckets.append(self._worker_limiter)
         state.buckets = tuple(buckets)
+        try:
+            return await self._attempt(state)
+        except OSError as exc:
+            # The destination refused the bytes: the user's to fix, never a bug or a retry.
+            failure = state.storage.storage_error(
+                exc, None if state.filename is None else state.filename + PART_SUFFIX)
+            if failure is None:
+                raise
+            if state.filename is not None and not failure.keep_partial:
+                state.storage.discard(state.filename)
+            raise failure from exc
 
+    async def _attempt(self, state: AttemptState) -> FetchResult:
+        spec = state.spec
         if spec.filename is not None:
             if spec.filename != sanitize_filename(spec.filename, fallback=""):
                 raise InvalidURL(f"unsafe stored file name {spec.filename!r}")
@@ -148,8 +174,9 @@ class Engine:
                 if state.segments is not None and state.part.exists():
                     return await self._segmented(state).resume()
                 return await self._single(state)
-            except Restart:
+            except Restart as restart:
                 self._reset(state)
+                await state.sink.restarted(restart.note)
         raise NetworkError("the source kept changing while it was downloaded")
 
     def _reset(self, state: AttemptState) -> None:
@@ -157,6 +184,10 @@ class Engine:
         state.segments = None
         state.validator = {}
         state.total = None
+        state.done = None
+        state.checks = []
+        state.resumable = False
+        state.boot = ""
         state.loaded = 0
         if state.filename is not None:
             with open(state.part, "wb"):
@@ -171,22 +202,28 @@ class Engine:
         spec = state.spec
         existing = 0
         if state.filename is not None and state.part.exists():
-            existing = state.part.stat().st_size
-            if existing and not resume_guard(state.validator):
-                existing = 0  # nothing guards a resume: start over rather than splice
-        reply = await state.source.open(spec.url, spec.headers, start=existing,
+            existing = state.resume_point(state.part.stat().st_size)
+        guarded = resume_guard(state.validator) is not None
+        # Without a validator, ask again for the last bytes on disk to see it is the same file.
+        overlap = 0 if guarded else overlap_for(existing)
+        reply = await state.source.open(spec.url, spec.headers, start=existing - overlap,
                                         validator=state.validator)
         try:
             if reply.status == 416 and existing:
-                if reply.total == existing and state.total in (None, existing):
-                    return await self._complete(state, hash_file(state.part), existing)
-                raise Restart
+                if guarded and reply.total == existing and state.total in (None, existing):
+                    return await self._complete_on_disk(state, existing)
+                raise Restart(CHANGED)
             raise_for_status(reply)
             offset = 0
             if reply.status == 206:
-                if reply.start != existing:
-                    raise Restart
+                if reply.start != existing - overlap:
+                    raise Restart(IGNORED_RANGE)
+                if overlap:
+                    await self._check_overlap(state, reply, existing, overlap)
                 offset = existing
+            elif existing:
+                changed = guarded and reply.validator != state.validator
+                await state.sink.restarted(CHANGED if changed else IGNORED_RANGE)
             state.total = total = reply.total
             if state.max_bytes is not None and total is not None and total > state.max_bytes:
                 if state.filename is not None:
@@ -199,13 +236,28 @@ class Engine:
                 state.validator = reply.validator
             if (spec.connections > 1 and total is not None and offset == 0
                     and reply.status == 200 and reply.ranges
-                    and state.validator and total >= 2 * self._min_segment):
+                    and total >= 2 * self._min_segment):
                 return await self._segmented(state).start(reply, total)
             if offset:
-                state.save_sidecar()  # the resumed total may be new; rare, so at once
+                state.save_sidecar(done=offset)  # the resumed total may be new; rare, so at once
             return await self._stream_single(state, reply, offset)
         finally:
             await reply.aclose()
+
+    async def _check_overlap(self, state: AttemptState, reply: Reply, existing: int,
+                             overlap: int) -> None:
+        """The answer's first ``overlap`` bytes must be the disk's last: else the file changed."""
+        if reply.total != state.total:
+            raise Restart(CHANGED)
+        try:
+            got = await take_head(reply.body, overlap)
+        except state.source.lost as exc:
+            raise NetworkError(f"connection lost while resuming: {exc}") from exc
+        if got is None:
+            raise NetworkError("the source's answer ended before the bytes it was to repeat")
+        head, reply.body = got
+        if head != await asyncio.to_thread(read_at, state.part, existing - overlap, overlap):
+            raise Restart(CHANGED)
 
     async def _stream_single(self, state: AttemptState, reply: Reply,
                              offset: int) -> FetchResult:
@@ -216,51 +268,60 @@ class Engine:
         flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
         fd = os.open(state.part, flags, 0o644)
         writer = Writer(fd, digest, offset, threaded=self._threaded_writes)
-        loaded, total, cap = offset, state.total, state.max_bytes
-        buckets, update = state.buckets, state.sink.update
-        too_large = finished = False
+        checkpoints = Checkpoints(fd, self._sidecar_interval,
+                                  lambda: state.record(writer.written), state.write)
+        loaded = offset
+        finished = too_large = False
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             os.ftruncate(fd, offset)
-            update(loaded, total)
-            async for chunk in reply.body:
-                size = len(chunk)
-                if cap is not None and loaded + size > cap:
-                    too_large = True
-                    break
-                if buckets:
-                    await consume_all(buckets, size)
-                due = writer.add(chunk)
-                loaded += size
-                update(loaded, total)  # O(1) by contract: a counter, no I/O
-                if due:
-                    if not state.sidecar_fresh:
-                        # Before the first batch reaches the disk: a body that arrives
-                        # whole within one batch (small files) never needs a sidecar.
-                        state.save_sidecar()
-                    await writer.submit()
+            loaded, too_large = await self._receive(state, reply, writer, checkpoints, offset)
             await writer.flush()
-            finished = not too_large and (total is None or loaded == total)
+            finished = not too_large and (state.total is None or loaded == state.total)
         except state.source.lost as exc:
             # Keep what arrived: the next attempt resumes after it.
             with contextlib.suppress(Exception):
                 await writer.flush()
-            raise NetworkError(f"connection lost after {loaded} bytes: {exc}") from exc
+            raise NetworkError(f"connection lost after {writer.written} bytes: {exc}") from exc
         finally:
             writer.settle()
+            # Dropped, cut short or cancelled (pause, shutdown): what arrived is on disk
+            # now; sync it and record how to resume it. A finished file needs no record.
+            record = not finished and not too_large and writer.written > offset
+            with contextlib.suppress(OSError):
+                checkpoints.finish(record=record)
             os.close(fd)
-            if not finished and not too_large and not state.sidecar_fresh and loaded:
-                # Dropped, cut short or cancelled (pause, shutdown) before any batch was
-                # due: what arrived is on disk now, so record how to resume it. Only a
-                # crash before the first batch loses the resume of a small body.
-                with contextlib.suppress(OSError):
-                    state.save_sidecar()
         if too_large:
             state.storage.discard(state.filename or "")
-            raise TooLarge(f"the body passed the cap of {cap} bytes")
-        if total is not None and loaded != total:
-            raise NetworkError(f"the body ended after {loaded} of {total} bytes")
+            raise TooLarge(f"the body passed the cap of {state.max_bytes} bytes")
+        if state.total is not None and loaded != state.total:
+            raise NetworkError(f"the body ended after {loaded} of {state.total} bytes")
         return await self._complete(state, digest, loaded)
+
+    async def _receive(self, state: AttemptState, reply: Reply, writer: Writer,
+                       checkpoints: Checkpoints, offset: int) -> tuple[int, bool]:
+        """Stream ``reply``'s body into ``writer``: (bytes loaded, passed the cap?)."""
+        loaded, total, cap = offset, state.total, state.max_bytes
+        buckets, update = state.buckets, state.sink.update
+        update(loaded, total)
+        async for chunk in reply.body:
+            size = len(chunk)
+            if cap is not None and loaded + size > cap:
+                return loaded, True
+            if buckets:
+                await consume_all(buckets, size)
+            due = writer.add(chunk)
+            loaded += size
+            update(loaded, total)  # O(1) by contract: a counter, no I/O
+            if due:
+                if not state.sidecar_fresh:
+                    # Before the first batch reaches the disk: a body that arrives
+                    # whole within one batch (small files) never needs a sidecar.
+                    state.save_sidecar(done=offset)
+                elif checkpoints.due():
+                    checkpoints.start()  # sync what is written, then record it
+                await writer.submit()
+        return loaded, False
 
     async def _choose_name(self, state: AttemptState, reply: Reply) -> None:
         spec = state.spec
@@ -285,6 +346,12 @@ class Engine:
             with contextlib.suppress(FileNotFoundError):
                 state.sidecar.unlink()
         return FetchResult(filename=final_name, path=final_name, sha256=sha, size=size)
+
+    async def _complete_on_disk(self, state: AttemptState, size: int) -> FetchResult:
+        """The ``.part`` already holds the whole file (the source said nothing is left)."""
+        await asyncio.to_thread(os.truncate, state.part, size)
+        return await self._complete(state, await asyncio.to_thread(hash_file, state.part),
+                                    size)
 
     async def _finished(self, state: AttemptState, final: Path) -> FetchResult:
         digest = await asyncio.to_thread(hash_file, final)

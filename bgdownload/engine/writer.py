@@ -182,6 +182,8 @@ class Writer:
         self._digest = digest
         self._position = position  # file offset of the next batch
         self._start = position
+        #: the file offset up to which every byte was written (read by checkpoints)
+        self.written = position
         self._segment = segment
         self._batch_limit = batch
         self._threaded = threaded
@@ -214,9 +216,10 @@ class Writer:
 
     def _write(self, chunks: list[Chunk], position: int) -> None:
         pwrite_all(self._fd, chunks, position)
+        # Only written bytes go into the sidecar; the lane keeps batches in order.
+        self.written = position + sum(len(c) for c in chunks)
         if self._segment is not None:
-            # Only bytes on disk go into the sidecar; the lane keeps batches in order.
-            self._segment.durable = position + sum(len(c) for c in chunks)
+            self._segment.durable = self.written
 
     async def submit(self) -> None:
         """Hand the filling batch to the lanes, first waiting for room in them."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from bgdownload.errors import StorageError
 from bgdownload.storage.files import FileStorage
 
 __all__ = ["FileStorage", "Storage", "storage_at"]
@@ -55,6 +56,14 @@ class Storage(Protocol):
 
         Never replaces a file that appeared meanwhile: the file then gets the next
         free name instead.
+        """
+        ...
+
+    def storage_error(self, exc: OSError, name: str | None) -> StorageError | None:
+        """The :class:`StorageError` that ``exc``, met while writing ``name``, means; else None.
+
+        None when ``exc`` is not the destination refusing the bytes (permissions,
+        read-only, disk full, name too long); the message never holds an absolute path.
         """
         ...
 

@@ -9,17 +9,30 @@ path is checked to stay inside the root, symlinks included (docs/api.md §5).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from pathlib import Path
 
-from bgdownload.errors import InvalidURL
+from bgdownload.errors import InvalidURL, StorageError
 from bgdownload.storage.names import sanitize_filename, split_ext
 
 PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 
 log = logging.getLogger(__name__)
+
+#: what each ``errno`` that says "this destination cannot be written" tells a user
+_STORAGE_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+}
+#: of those, the ones where the partial data stays good: space can be freed, then resumed
+_KEEPS_PARTIAL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def safe_path(root: Path, name: str) -> Path:
@@ -67,6 +80,33 @@ def reserve_unique_name(root: Path, name: str, *, limit: int = 10_000) -> str:
             continue
         return candidate
     raise FileExistsError(f"no free file name for {name!r} in {root}")
+
+
+def storage_error(root: Path, exc: OSError, name: str | None) -> StorageError | None:
+    """What ``exc`` means to a user when it hit ``name`` (or the file ``exc`` names) in ``root``.
+
+    None when ``exc`` is not one of the "cannot write here" errors. The message names
+    the file relative to the root (docs/api.md §6), never an absolute path.
+    """
+    reason = _STORAGE_ERRNOS.get(exc.errno or 0)
+    if reason is None:
+        return None
+    keep = exc.errno in _KEEPS_PARTIAL
+    where = name
+    if isinstance(exc.filename, str | os.PathLike):
+        failed = Path(os.fsdecode(exc.filename))
+        where = None if _same_path(failed, root) else failed.name
+    if where is None:
+        return StorageError(f"cannot write to the download folder: {reason}", keep_partial=keep)
+    return StorageError(f"cannot write {where!r} in the download folder: {reason}",
+                        keep_partial=keep)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
 
 
 def _is_component(name: str) -> bool:
@@ -177,6 +217,9 @@ class FileStorage:
                 os.unlink(part)
                 return name
         return await asyncio.to_thread(_rename_into_place, self.root, name)
+
+    def storage_error(self, exc: OSError, name: str | None) -> StorageError | None:
+        return storage_error(self.root, exc, name)
 
     def discard(self, name: str) -> None:
         for path in (part_path(self.root, name), sidecar_path(self.root, name)):

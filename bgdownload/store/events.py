@@ -62,6 +62,29 @@ class EventStore(StoreBase):
                 client=pipe,
             )
 
+    async def note_state(self, job: Job, note: str, **extra: Any) -> str | None:
+        """Append a ``state`` event with ``note`` to an active job's streams; its state stays.
+
+        Says why something the user sees changed while the job runs on (docs/api.md §11:
+        ``"source changed; restarted"``). The note lives in the event stream only, not
+        in the job's hash, so ``GET`` never shows a stale one. The transition script
+        does the work (active → active, no field changed), so the event gets one id in
+        both streams like every other. None when the job is no longer active.
+        """
+        data = {"id": job.id, "state": "active", "note": note, **extra}
+        ok, value = await self._scripts.transition(
+            keys=[
+                keys.job(job.id),
+                keys.job_events(job.id),
+                keys.owner_events(job.owner),
+                keys.QUEUE,
+                keys.STATS_STATES,
+            ],
+            args=["active", "active", dumps(data), self.job_stream_maxlen,
+                  self.owner_stream_maxlen, 0, "", job.id],
+        )
+        return str(value) if int(ok) else None
+
     async def job_events_after(self, job_id: str, after_id: str, count: int = 1000) -> list[Event]:
         rows = await self.redis.xrange(keys.job_events(job_id), min=f"({after_id}", count=count)
         return [load_event(entry_id, fields) for entry_id, fields in rows]

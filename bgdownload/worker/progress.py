@@ -8,13 +8,16 @@ something new to publish and writes them all in one round trip.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bgdownload.models import FileEntry, Job, JobState, Progress
-from bgdownload.store import Store
+from bgdownload.store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 #: progress is published at least this often while a job is active, even stalled
 STALL_INTERVAL = 5.0
@@ -46,6 +49,18 @@ class Tracker:
         else:
             self.job.filename, self.job.path = filename, path
             await self.store.update_fields(self.job.id, filename=filename, path=path)
+
+    async def restarted(self, note: str) -> None:
+        """The engine dropped the partial data: the job's stream says why (docs/api.md §11)."""
+        self.loaded = 0
+        extra: dict[str, Any] = {"progress": Progress(0, self.total, 0.0).to_dict()}
+        if self.entry is not None:
+            extra = {"file": self.index, "url": self.entry.url}
+        try:
+            await self.store.note_state(self.job, note, **extra)
+        except (StoreError, OSError) as exc:
+            # Only the explanation is lost; the download itself goes on.
+            log.warning("could not note %r on job %s: %s", note, self.job.id, exc)
 
     def speed(self, now: float) -> float:
         self.samples.append((now, self.loaded))

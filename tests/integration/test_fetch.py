@@ -14,6 +14,7 @@ import pytest
 
 from bgdownload.config import Settings
 from bgdownload.engine.fetch import Engine, FetchSpec
+from bgdownload.engine.resume import boot_id
 from bgdownload.errors import (
     BlockedDestination,
     ChecksumMismatch,
@@ -31,12 +32,16 @@ class Sink:
     def __init__(self) -> None:
         self.updates: list[tuple[int, int | None]] = []
         self.names: list[tuple[str, str]] = []
+        self.notes: list[str] = []
 
     def update(self, loaded: int, total: int | None) -> None:
         self.updates.append((loaded, total))
 
     async def name_chosen(self, filename: str, path: str) -> None:
         self.names.append((filename, path))
+
+    async def restarted(self, note: str) -> None:
+        self.notes.append(note)
 
 
 @pytest.fixture(params=["inline", "threaded"])
@@ -371,3 +376,137 @@ async def test_cancelled_attempt_resumes_exactly(engine: Engine, source: SourceS
                                      filename=name, connections=connections), Sink())
     assert result.sha256 == source.expected_sha256(size, "k")
     assert source.ranged_requests()
+
+
+# ---------------------------------------------------------------- resume without a validator
+
+def _first_byte(request_range: str | None) -> int:
+    assert request_range is not None
+    return int(request_range.split("=")[1].split("-")[0])
+
+
+async def test_resume_without_validator_repeats_and_checks_the_overlap(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    url = source.url("/bytes/400000?seed=nv&validators=0&drop=1&drop_at=150000")
+    sink = Sink()
+    with pytest.raises(NetworkError):
+        await engine.fetch(spec(url, download_dir), sink)
+    name = sink.names[0][0]
+    side = json.loads((download_dir / f"{name}.part.json").read_text())
+    assert side["validator"] == {} and side["done"] == 150000
+    again = Sink()
+    result = await engine.fetch(spec(url, download_dir, filename=name), again)
+    assert result.sha256 == source.expected_sha256(400000, "nv")
+    ranged = source.ranged_requests("/bytes/400000")
+    assert [r.range for r in ranged] == [f"bytes={150000 - 65536}-"]
+    assert "if-range" not in ranged[0].headers
+    assert again.notes == []
+
+
+@pytest.mark.parametrize("grow", [0, 1000])
+async def test_changed_source_without_validator_restarts_never_splices(
+        engine: Engine, source: SourceServer, download_dir: Path, grow: int) -> None:
+    url = source.url(f"/bytes/300000?seed=ch&key=ch{grow}&validators=0&grow={grow}"
+                     "&drop=1&drop_at=120000")
+    sink = Sink()
+    with pytest.raises(NetworkError):
+        await engine.fetch(spec(url, download_dir), sink)
+    source.change(f"ch{grow}")  # same length (grow=0) or longer, nothing to tell it by
+    again = Sink()
+    result = await engine.fetch(spec(url, download_dir, filename=sink.names[0][0]), again)
+    assert result.sha256 == source.expected_sha256(300000 + grow, "ch", version=1)
+    assert sha_of(download_dir / result.filename) == result.sha256
+    assert again.notes == ["source changed; restarted"]
+    assert _first_byte(source.ranged_requests()[0].range) < 120000
+    assert source.requests[-1].range is None  # then the whole new file
+
+
+async def test_whole_file_on_disk_without_validator_completes_after_the_check(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    name = "whole.bin"
+    (download_dir / f"{name}.part").write_bytes(source.content(100000, "w"))
+    (download_dir / f"{name}.part.json").write_text(json.dumps(
+        {"validator": {}, "total": 100000, "done": 100000, "segments": None}))
+    sink = Sink()
+    result = await engine.fetch(spec(source.url("/bytes/100000?seed=w&validators=0"),
+                                     download_dir, filename=name), sink)
+    assert result.sha256 == source.expected_sha256(100000, "w") and sink.notes == []
+    assert [r.range for r in source.requests] == [f"bytes={100000 - 65536}-"]
+
+
+async def test_after_a_reboot_the_resume_point_is_what_the_sidecar_says_is_synced(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    # Bytes past the recorded offset (written, not yet synced when the power went)
+    # are never trusted: the resume starts from the record, overlap before it.
+    name = "torn.bin"
+    good = source.content(200000, "t")[:80000]
+    (download_dir / f"{name}.part").write_bytes(good + b"\0" * 40000)
+    (download_dir / f"{name}.part.json").write_text(json.dumps(
+        {"validator": {}, "total": 200000, "done": 80000, "boot": "an earlier boot",
+         "segments": None}))
+    result = await engine.fetch(spec(source.url("/bytes/200000?seed=t&validators=0"),
+                                     download_dir, filename=name), Sink())
+    assert result.sha256 == source.expected_sha256(200000, "t")
+    assert [r.range for r in source.requests] == [f"bytes={80000 - 65536}-"]
+
+
+async def test_without_a_reboot_every_written_byte_is_resumed(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    # A killed worker loses nothing the kernel accepted: the .part's size counts.
+    name = "killed.bin"
+    (download_dir / f"{name}.part").write_bytes(source.content(200000, "kb")[:120000])
+    (download_dir / f"{name}.part.json").write_text(json.dumps(
+        {"validator": {}, "total": 200000, "done": 80000, "boot": boot_id(),
+         "segments": None}))
+    result = await engine.fetch(spec(source.url("/bytes/200000?seed=kb&validators=0"),
+                                     download_dir, filename=name), Sink())
+    assert result.sha256 == source.expected_sha256(200000, "kb")
+    assert [r.range for r in source.requests] == [f"bytes={120000 - 65536}-"]
+
+
+async def test_segmented_without_validator_checks_each_segment_overlap(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    size = 800_000
+    url = source.url(f"/bytes/{size}?seed=sv&key=sv&validators=0&rate=1000000")
+    sink = Sink()
+    await _cancel_after_progress(engine, spec(url, download_dir, connections=4), sink, 500_000)
+    name = sink.names[0][0]
+    side = json.loads((download_dir / f"{name}.part.json").read_text())
+    assert side["validator"] == {} and len(side["segments"]) >= 4
+    # segments that started mid-file and got bytes keep the digest of those they repeated
+    checked = sorted(offset + length for offset, length, _digest in side["checks"])
+    assert checked == sorted(s for s, _e, d in side["segments"] if s > 0 and d > s)
+    seen = len(source.requests)
+    result = await engine.fetch(spec(url.replace("rate=1000000", "rate=0"), download_dir,
+                                     filename=name, connections=4), Sink())
+    assert result.sha256 == source.expected_sha256(size, "sv")
+    asked = {_first_byte(r.range) for r in source.requests[seen:]}
+    resumed = {d - min(65536, d) for _s, end, d in side["segments"] if d < end}
+    assert resumed and resumed <= asked  # each from before its own offset
+
+
+async def test_segmented_without_validator_changed_between_attempts_restarts(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    size = 800_000
+    url = source.url(f"/bytes/{size}?seed=sc&key=sc&validators=0&drop=1&drop_at=100000")
+    sink = Sink()
+    with pytest.raises(NetworkError):
+        await engine.fetch(spec(url, download_dir, connections=4), sink)
+    source.change("sc")
+    again = Sink()
+    result = await engine.fetch(spec(url, download_dir, filename=sink.names[0][0],
+                                     connections=4), again)
+    assert result.sha256 == source.expected_sha256(size, "sc", version=1)
+    assert again.notes[:1] == ["source changed; restarted"]
+
+
+async def test_segmented_without_validator_never_mixes_versions(
+        engine: Engine, source: SourceServer, download_dir: Path) -> None:
+    # Every request sees another version of the same length: each connection's
+    # repeated bytes differ from its neighbour's, so no attempt may finish.
+    url = source.url("/bytes/800000?seed=mx&validators=0&change_every=1")
+    sink = Sink()
+    with pytest.raises(NetworkError, match="kept changing"):
+        await engine.fetch(spec(url, download_dir, connections=4), sink)
+    assert sink.notes and set(sink.notes) == {"source changed; restarted"}
+    assert not (download_dir / sink.names[0][0]).exists()

@@ -25,13 +25,19 @@ Routes
 ``cd=V``            raw ``Content-Disposition`` header value
 ``etag=0``          send no ``ETag``
 ``lastmod=1``       send ``Last-Modified`` (changes with the version)
+``validators=0``    send neither ``ETag`` nor ``Last-Modified`` (overrides both above)
+``grow=B``          content version ``v`` has ``n + v*B`` bytes (a changed length)
+``change_every=N``  the version goes up by one every ``N`` GETs of the key, by itself
 ==================  ==============================================================
 
 ``/redirect?to=URL&code=302``  a redirect to ``URL`` (any host, also a blocked one).
 ``/status/{code}``             that status with a short body.
 
 ``SourceServer.change(key)`` bumps the content version of a key: new bytes, new
-``ETag``, new ``Last-Modified`` — the source "changed" between two attempts.
+``ETag``, new ``Last-Modified`` — the source "changed" between two attempts. With
+``validators=0`` the same length (unless ``grow``) and nothing to tell it by: the
+case the engine's overlap check is for. ``SourceServer.content(n + v*grow, seed, v)``
+is what version ``v`` serves.
 """
 
 from __future__ import annotations
@@ -270,6 +276,9 @@ class SourceServer:
                 await _send_head(writer, int(q["status"]), extra)
                 return True
 
+        if "change_every" in q:
+            version += (hit - 1) // max(1, int(q["change_every"]))
+        n += version * int(q.get("grow", "0"))
         seed = q.get("seed", "0")
         data = content(n, seed, version)
         etag = '"' + hashlib.sha256(f"{seed}:{version}:{n}".encode()).hexdigest()[:16] + '"'
@@ -278,9 +287,10 @@ class SourceServer:
         chunked = q.get("chunked", "0") == "1"
 
         out: dict[str, str] = {"Content-Type": "application/octet-stream"}
-        if q.get("etag", "1") != "0":
+        validators = q.get("validators", "1") != "0"
+        if validators and q.get("etag", "1") != "0":
             out["ETag"] = etag
-        if q.get("lastmod", "0") == "1":
+        if validators and q.get("lastmod", "0") == "1":
             out["Last-Modified"] = last_modified
         if "cd" in q:
             out["Content-Disposition"] = q["cd"]

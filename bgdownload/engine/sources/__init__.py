@@ -66,7 +66,8 @@ class Source(Protocol):
         """Start reading ``url`` from byte ``start`` up to ``end`` (exclusive; None: the end).
 
         A read that does not start at 0 or has an ``end`` is conditional on
-        ``validator``: when the file changed, the answer is the whole new file (200).
+        ``validator`` when there is one: when the file changed, the answer is the
+        whole new file (200). Without one the engine checks the bytes itself.
         """
         ...
 

@@ -58,7 +58,9 @@ class HttpSource:
         sent = dict(headers)
         if start or end is not None:
             sent["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-            sent["If-Range"] = resume_guard(validator or {}) or ""
+            guard = resume_guard(validator or {})
+            if guard:  # none: the engine checks the bytes it asked for again (resume.py)
+                sent["If-Range"] = guard
         return _reply(await self._get(url, sent))
 
     async def aclose(self) -> None:
