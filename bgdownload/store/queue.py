@@ -63,7 +63,8 @@ class QueueStore(StoreBase):
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, token in leases:
                 await self._scripts.lease_renew(
-                    keys=[keys.lease(job_id)], args=[token, int(ttl * 1000)], client=pipe
+                    keys=[keys.lease(job_id), keys.job(job_id)], args=[token, int(ttl * 1000)],
+                    client=pipe,
                 )
             results = await pipe.execute()
         return [bool(r) for r in results]

@@ -12,6 +12,16 @@ if not picked then
   picked = best[1]
   redis.call('SET', KEYS[1], picked, 'EX', ARGV[1])
 end
-local taken = redis.call('SET', ARGV[5] .. picked, ARGV[2], 'NX', 'PX', ARGV[3]) and 1 or 0
+-- the lease is ours too when it holds our token already: this claim ran before, its
+-- reply was lost, and it is retried
+local lease = ARGV[5] .. picked
+local taken = 1
+if not redis.call('SET', lease, ARGV[2], 'NX', 'PX', ARGV[3]) then
+  if redis.call('GET', lease) == ARGV[2] then
+    redis.call('PEXPIRE', lease, ARGV[3])
+  else
+    taken = 0
+  end
+end
 local control = redis.call('GET', ARGV[6] .. picked) or ''
 return {picked, taken, control, redis.call('HGETALL', ARGV[4] .. picked)}
