@@ -38,6 +38,7 @@ from taskiq_redis import RedisStreamBroker
 
 from bgdownload import keys
 from bgdownload.config import Settings
+from bgdownload.store.base import CONNECT_TIMEOUT, BudgetRetry
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ def make_broker(settings: Settings) -> DownloadBroker:
         slots=settings.concurrency,
         idle_timeout=settings.redelivery_timeout,
         queue_name=keys.TASK_STREAM,
+        retry=BudgetRetry(), socket_connect_timeout=CONNECT_TIMEOUT,  # the store's policy
     ).with_serializer(JSONSerializer())
     assert isinstance(new, DownloadBroker)
     return new

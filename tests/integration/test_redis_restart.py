@@ -13,8 +13,9 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import redis as syncredis
 
 from bgdownload import keys
 from bgdownload.local.redisproc import find_redis_binary, free_port, redis_command, wait_for_port
+from bgdownload.models import Job, JobState, Progress
+from bgdownload.store import Store, open_redis
 from tests.support.source_server import SourceServer
 
 pytestmark = pytest.mark.slow
@@ -277,3 +280,105 @@ def test_an_sse_client_sees_every_event_once_across_a_restart(
     assert got == kept  # every event after the snapshot, in order, none twice
     # and the same connection carried events written after Redis came back
     assert any(int(e["id"].split("-")[0]) > restarted_ms[0] for e in events)
+
+
+class ReplyCutter:
+    """A TCP proxy to Redis that loses one reply on purpose.
+
+    Once :meth:`arm` is given a marker, the next command that contains it reaches
+    Redis and runs, but the proxy closes the client's connection instead of passing
+    the reply on: what a Redis dying right after a write looks like to the client.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.marker: bytes | None = None
+        self.cut = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    def arm(self, marker: str) -> None:
+        self.marker = marker.encode()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        doomed = asyncio.Event()
+
+        async def to_redis() -> None:
+            while chunk := await reader.read(65536):
+                if self.marker is not None and self.marker in chunk:
+                    self.marker = None
+                    doomed.set()
+                up_writer.write(chunk)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while chunk := await up_reader.read(65536):
+                if doomed.is_set():
+                    self.cut += 1
+                    return  # the reply is dropped with the connection
+                writer.write(chunk)
+                await writer.drain()
+
+        tasks = [asyncio.create_task(to_redis()), asyncio.create_task(to_client())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        up_writer.close()
+
+
+@pytest.fixture
+async def cutter_store(redis_url: str) -> AsyncIterator[tuple[ReplyCutter, Store]]:
+    cutter = ReplyCutter(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    store = Store(open_redis(await cutter.start()), retention=60)
+    try:
+        yield cutter, store
+    finally:
+        await store.aclose()
+        await cutter.close()
+
+
+def _job() -> Job:
+    return Job(id=uuid.uuid4().hex, owner="cut", url="http://example.org/f")
+
+
+async def _state_events(store: Store, job_id: str) -> list[str]:
+    return [e.data["state"] for e in await store.job_events_after(job_id, "0-0")
+            if e.event == "state"]
+
+
+async def test_writes_repeated_after_a_lost_reply_apply_once(
+    cutter_store: tuple[ReplyCutter, Store],
+) -> None:
+    """redis-py sends a write again when its reply is lost; each lands once."""
+    cutter, store = cutter_store
+    warm, _ = await store.create(_job())  # the scripts are loaded; what follows runs them
+    await store.transition(warm.id, JobState.ACTIVE)
+    await store.publish_progress([(warm, 1)])
+
+    job = _job()
+    cutter.arm(job.id)
+    await store.create(job)
+    cutter.arm(job.id)
+    active, event_id = await store.transition(job.id, JobState.ACTIVE)
+    active.progress = Progress(500, 1000, 0.0)
+    cutter.arm(job.id)
+    await store.publish_progress([(active, 500)])
+
+    assert cutter.cut == 3
+    assert await _state_events(store, job.id) == ["waiting", "active"]
+    events = await store.job_events_after(job.id, "0-0")
+    assert [e.event for e in events] == ["state", "state", "progress"]
+    assert events[1].id == event_id
+    assert (await store.state_counts())["active"] == 2
+    assert await store.bytes_downloaded() == 501
+    assert len(await store.owner_events_after("cut", "0-0")) == 6  # 3 per job, none twice
