@@ -9,12 +9,13 @@ subscription that fell behind starts over from a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 
 from bgdownload import keys
 from bgdownload.errors import NotFound
 from bgdownload.models import Event, JobState
-from bgdownload.store import Store, is_stream_id, stream_id_key
+from bgdownload.store import Store, StoreError, is_stream_id, stream_id_key
 from bgdownload.store.hub import EventHub, Subscription
 
 #: the most events one replay reads
@@ -115,8 +116,11 @@ async def _next_live(store: Store, sub: Subscription, job_id: str) -> Event:
             return await asyncio.wait_for(sub.get(), timeout=LIVE_CHECK)
         except TimeoutError:
             # A job can vanish (deleted, expired) while we wait: end instead of hanging.
-            if await store.get(job_id) is None:
-                raise NotFound(f"download {job_id} was deleted") from None
+            # Redis away for now (a restart) is no reason to end: the hub resumes the
+            # stream where it was once Redis is back, so the client stays connected.
+            with contextlib.suppress(StoreError, OSError):
+                if await store.get(job_id) is None:
+                    raise NotFound(f"download {job_id} was deleted") from None
 
 
 def _is_terminal_event(event: Event) -> bool:

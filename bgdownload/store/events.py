@@ -10,6 +10,7 @@ one id space everywhere.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,17 +30,18 @@ class EventStore(StoreBase):
         """Write progress of many active jobs and their ``progress`` events in one round trip.
 
         Each item is the job (with its current ``progress``/``files``) and the bytes
-        it downloaded since the last tick. Jobs no longer active are skipped.
+        it downloaded since the last tick. Jobs no longer active are skipped. A retry
+        of the pipeline after a lost reply appends and counts nothing twice.
         """
         if not jobs:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._queue_progress(pipe, jobs)
+            await self._queue_progress(pipe, jobs, uuid.uuid4().hex)
             results = await pipe.execute()
         return [str(r) if r else None for r in results]
 
-    async def _queue_progress(self, pipe: Any, jobs: Sequence[tuple[Job, int]]) -> None:
-        """Queue the progress scripts of ``jobs`` on ``pipe``."""
+    async def _queue_progress(self, pipe: Any, jobs: Sequence[tuple[Job, int]], op: str) -> None:
+        """Queue the progress scripts of ``jobs`` on ``pipe`` as operation ``op``."""
         for job, delta in jobs:
             files = dumps([f.to_storage() for f in job.files]) if job.files else ""
             await self._scripts.progress(
@@ -58,6 +60,7 @@ class EventStore(StoreBase):
                     self.job_stream_maxlen,
                     self.owner_stream_maxlen,
                     max(0, delta),
+                    op,
                 ],
                 client=pipe,
             )

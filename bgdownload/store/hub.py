@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,16 +110,24 @@ class EventHub:
             self._reader = None
 
     async def _read_forever(self) -> None:
+        lost_since: float | None = None
         while self._listeners:
             streams = dict(self._cursors)
             try:
                 result = await self._redis.xread(streams, block=self._block_ms, count=500)
-            except asyncio.CancelledError:
-                raise
             except (RedisError, OSError) as exc:
-                log.warning("event hub lost Redis (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+                # Listeners stay subscribed and each cursor stays where it was, so once
+                # Redis is back the read resumes after the last entry delivered: no gap
+                # and no entry twice (the streams are in Redis's persistence).
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                    log.warning("event hub lost Redis (%s); streams resume when it is back", exc)
+                await asyncio.sleep(min(5.0, 0.5 + (time.monotonic() - lost_since) / 4))
                 continue
+            if lost_since is not None:
+                log.warning("event hub: Redis is back after %.1f s; streams resume",
+                            time.monotonic() - lost_since)
+                lost_since = None
             for key, entries in result or []:
                 if key not in self._cursors:
                     continue

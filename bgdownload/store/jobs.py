@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bgdownload import keys
 from bgdownload.errors import IllegalTransition, JobGone, RateLimited
 from bgdownload.models import Job, JobState, utcnow
+from bgdownload.store.base import outlast
 from bgdownload.store.codec import FILE_NAME, Snapshot, dumps, flat_job, load_job
 from bgdownload.store.events import EventStore
 from bgdownload.store.transitions import Transition, apply_transition
@@ -143,6 +146,7 @@ class JobStore(EventStore):
         queue: bool = True,
         current: Job | None = None,
         progress_first: Sequence[tuple[Job, int]] = (),
+        wait_for_redis: float = 0.0,
         **changes: Any,
     ) -> tuple[Job, str]:
         """Move a job to ``new_state`` atomically with its ``state`` event.
@@ -159,17 +163,28 @@ class JobStore(EventStore):
 
         ``progress_first`` is written as :meth:`publish_progress` would, just before
         the transition and in the same round trip.
+
+        The change is one operation with its own id, so repeating it after a lost
+        reply (redis-py's retry, or ``wait_for_redis``) applies it once. With
+        ``wait_for_redis`` > 0 a Redis outage is waited out for up to that many
+        seconds (a worker's changes must land) instead of raising at once.
         """
         allowed = set(allowed_from) if allowed_from is not None else None
         known = current
+        op = uuid.uuid4().hex
         for _ in range(20):
-            job, known = known or await self.get(job_id), None
+            job, known = known or await self._read(job_id, wait_for_redis), None
             if job is None:
                 raise JobGone(job_id)
             decided = apply_transition(
                 job, new_state, now=utcnow(), allowed_from=allowed, changes=changes
             )
-            ok, value = await self._write_transition(job_id, decided, queue, progress_first)
+            ok, value = await outlast(
+                functools.partial(
+                    self._write_transition, job_id, decided, queue, progress_first, op
+                ),
+                limit=wait_for_redis, what=f"job {job_id} becoming {new_state.value}",
+            )
             progress_first = ()
             if ok:
                 return decided.job, value
@@ -177,14 +192,20 @@ class JobStore(EventStore):
                 raise JobGone(job_id)
         raise IllegalTransition(f"job {job_id} kept changing state; giving up")
 
+    async def _read(self, job_id: str, wait_for_redis: float) -> Job | None:
+        return await outlast(lambda: self.get(job_id), limit=wait_for_redis,
+                             what=f"reading job {job_id}")
+
     async def _write_transition(
         self,
         job_id: str,
         decided: Transition,
         queue: bool,
         progress_first: Sequence[tuple[Job, int]],
+        op: str,
     ) -> tuple[bool, str]:
-        """Run ``transition.lua``: (True, event id), or (False, the state found instead)."""
+        """Run ``transition.lua`` as operation ``op``: (True, event id), or (False, the
+        state found instead)."""
         job = decided.job
         created_ms = int(job.created_at.timestamp() * 1000)
         queued = job.state is JobState.WAITING and queue
@@ -197,6 +218,7 @@ class JobStore(EventStore):
             self.retention if job.state.terminal else 0,
             keys.queue_score(job.priority, created_ms) if queued else "",
             job.id,
+            op,
         ]
         for name, value in decided.fields.items():
             args += [name, value]
@@ -209,7 +231,7 @@ class JobStore(EventStore):
         ]
         if progress_first:
             async with self.redis.pipeline(transaction=False) as pipe:
-                await self._queue_progress(pipe, progress_first)
+                await self._queue_progress(pipe, progress_first, op)
                 await self._scripts.transition(keys=transition_keys, args=args, client=pipe)
                 ok, value = (await pipe.execute())[-1]
         else:
@@ -217,13 +239,12 @@ class JobStore(EventStore):
         return bool(int(ok)), str(value)
 
     async def delete(self, job: Job) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.job(job.id), keys.job_events(job.id), keys.control(job.id))
-            pipe.zrem(keys.owner_jobs(job.owner), job.id)
-            pipe.zrem(keys.QUEUE, job.id)
-            if not job.state.terminal:
-                pipe.hincrby(keys.STATS_STATES, job.state.value, -1)
-            await pipe.execute()
+        """Remove the job and everything about it (safe to repeat: counts once)."""
+        await self._scripts.delete(
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.control(job.id),
+                  keys.owner_jobs(job.owner), keys.QUEUE, keys.STATS_STATES],
+            args=[job.id, *(state.value for state in JobState if state.terminal)],
+        )
 
     async def list_jobs(
         self,

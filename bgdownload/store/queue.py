@@ -78,7 +78,8 @@ class QueueStore(StoreBase):
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, token in leases:
                 await self._scripts.lease_renew(
-                    keys=[keys.lease(job_id)], args=[self._lease_value(token), int(ttl * 1000)],
+                    keys=[keys.lease(job_id), keys.job(job_id)],
+                    args=[self._lease_value(token), int(ttl * 1000)],
                     client=pipe,
                 )
             results = await pipe.execute()

@@ -32,6 +32,7 @@ class Scripts:
     lease_take: AsyncScript
     lease_renew: AsyncScript
     lease_release: AsyncScript
+    delete: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -51,6 +51,7 @@ from bgdownload import keys
 from bgdownload.config import Settings
 from bgdownload.worker import takeover
 from bgdownload.worker.takeover import Liveness
+from bgdownload.store.base import CONNECT_TIMEOUT, BudgetRetry
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def make_broker(settings: Settings) -> DownloadBroker:
         slots=settings.concurrency,
         idle_timeout=settings.redelivery_timeout,
         queue_name=keys.TASK_STREAM,
+        retry=BudgetRetry(), socket_connect_timeout=CONNECT_TIMEOUT,  # the store's policy
     ).with_serializer(JSONSerializer())
     assert isinstance(new, DownloadBroker)
     return new

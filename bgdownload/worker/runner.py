@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -28,6 +29,7 @@ from bgdownload.errors import (
 )
 from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
 from bgdownload.store import StoreError
+from bgdownload.store.base import outlast
 from bgdownload.worker.progress import Running, Tracker, fill_totals
 from bgdownload.worker.runtime import LEASE_TTL, WorkerRuntime
 
@@ -38,6 +40,10 @@ BATCH_PARALLEL = 4
 #: backoff between attempts: BASE * 2**n with full jitter, capped
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
+
+#: how long a worker's state change waits for Redis to come back before it gives up
+#: (then the message keeps its job and is tried again); downloads go on meanwhile
+REDIS_PATIENCE = 600.0
 
 #: what claiming a job found: lease taken?, the job (None if gone), its pending control
 Claimed = tuple[bool, Job | None, str | None]
@@ -57,9 +63,11 @@ async def run_message(runtime: WorkerRuntime, task_id: str, *, hint: str = "") -
         await runtime.requeue(hint)  # pass the message on rather than start work now
         return
     outage = 0
+    # One token for every try: a claim repeated after Redis lost its reply finds the
+    # lease holding this token and has it, instead of waiting for it to expire.
+    token = uuid.uuid4().hex
     while True:
         try:
-            token = uuid.uuid4().hex
             # pick the job, take its lease, read it and its control: one round trip
             claimed = await runtime.store.claim_and_lease(task_id, token, LEASE_TTL)
             if claimed is None:
@@ -135,7 +143,7 @@ class JobRunner:
         if job.state is JobState.WAITING:
             running.job, _ = await self.store.transition(
                 job.id, JobState.ACTIVE, allowed_from={JobState.WAITING}, current=job,
-                attempts=max(1, job.attempts), error=None,
+                wait_for_redis=REDIS_PATIENCE, attempts=max(1, job.attempts), error=None,
             )
         await self._attempts(running)
 
@@ -166,8 +174,8 @@ class JobRunner:
             except Interrupted as stop:
                 await self._rest_interrupted(running, stop.action)
                 return
-            except JobGone:
-                raise  # nothing left to record a failure on
+            except (JobGone, StoreError):
+                raise  # nothing left to record a failure on; Redis gone for too long
             except DownloadError as exc:
                 if not exc.transient or running.job.attempts > self.settings.retries:
                     await self._fail(running, exc)
@@ -205,11 +213,12 @@ class JobRunner:
             return
         tracker = Tracker(self.store, job)
         running.trackers = [tracker]
-        result = await self.runtime.engine.fetch(self._spec(job.url or "", job, None), tracker)
+        result = await self._fetch(job.url or "", job, None, tracker)
         # the last progress (bytes counter, final event) goes in the transition's round trip
         running.job, _ = await self.store.transition(
             job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE}, current=running.job,
             progress_first=self.runtime.progress_due(force=running),
+            wait_for_redis=REDIS_PATIENCE,
             filename=result.filename, path=result.path, sha256=result.sha256,
             progress=Progress(result.size, result.size, 0.0), error=None,
         )
@@ -248,11 +257,12 @@ class JobRunner:
             )
             running.job, _ = await self.store.transition(
                 job.id, JobState.FAILED, allowed_from={JobState.ACTIVE},
-                error=error.to_dict(), **changes,
+                wait_for_redis=REDIS_PATIENCE, error=error.to_dict(), **changes,
             )
             return
         running.job, _ = await self.store.transition(
-            job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE}, error=None, **changes
+            job.id, JobState.COMPLETED, allowed_from={JobState.ACTIVE},
+            wait_for_redis=REDIS_PATIENCE, error=None, **changes,
         )
 
     async def _fetch_with_retries(self, entry: FileEntry, tracker: Tracker) -> FetchResult:
@@ -260,14 +270,33 @@ class JobRunner:
         attempt = 0
         while True:
             try:
-                return await self.runtime.engine.fetch(
-                    self._spec(entry.url, tracker.job, entry), tracker
-                )
+                return await self._fetch(entry.url, tracker.job, entry, tracker)
             except DownloadError as exc:
                 attempt += 1
                 if not exc.transient or attempt > self.settings.retries:
                     raise
                 await asyncio.sleep(backoff(attempt, getattr(exc, "retry_after", None)))
+
+    async def _fetch(
+        self, url: str, job: Job, entry: FileEntry | None, tracker: Tracker
+    ) -> FetchResult:
+        """One engine attempt; Redis away while the file's name is recorded is waited out.
+
+        The name is reserved on disk (its ``.part``) before it is recorded, and the
+        tracker keeps it in ``job``/``entry``: the attempt made again once Redis is
+        back reuses that name and its ``.part``, never reserving a second one.
+        """
+        while True:
+            try:
+                return await self.runtime.engine.fetch(self._spec(url, job, entry), tracker)
+            except StoreError as exc:
+                name = entry.filename if entry else job.filename
+                if name is None:
+                    raise
+                log.warning("job %s: Redis unavailable while naming %s (%s)", job.id, name, exc)
+                path = (entry.path if entry else job.path) or name
+                await outlast(functools.partial(tracker.name_chosen, name, path),
+                              limit=REDIS_PATIENCE, what=f"recording the name of job {job.id}")
 
     def _spec(self, url: str, job: Job, entry: FileEntry | None) -> FetchSpec:
         return FetchSpec(
@@ -288,7 +317,7 @@ class JobRunner:
         job = running.job
         running.job, _ = await self.store.transition(
             job.id, JobState.WAITING, allowed_from={JobState.ACTIVE}, queue=False,
-            attempts=job.attempts + 1, error=exc.to_dict(),
+            wait_for_redis=REDIS_PATIENCE, attempts=job.attempts + 1, error=exc.to_dict(),
         )
         delay = backoff(job.attempts, getattr(exc, "retry_after", None))
         try:
@@ -297,7 +326,8 @@ class JobRunner:
             await self._rest_interrupted(running, stop.action)
             return False
         running.job, _ = await self.store.transition(
-            job.id, JobState.ACTIVE, allowed_from={JobState.WAITING}
+            job.id, JobState.ACTIVE, allowed_from={JobState.WAITING},
+            wait_for_redis=REDIS_PATIENCE,
         )
         return True
 
@@ -308,7 +338,8 @@ class JobRunner:
         if action == "shutdown":
             await self.runtime.hand_back(running)
             return
-        await self.runtime.publish_progress(force=running)
+        with contextlib.suppress(StoreError, OSError):  # progress is not worth waiting for
+            await self.runtime.publish_progress(force=running)
         target = JobState.PAUSED if action == "pause" else JobState.CANCELLED
         if target is JobState.CANCELLED:
             for name in _names(job):
@@ -317,13 +348,17 @@ class JobRunner:
             if entry.state is JobState.ACTIVE:
                 entry.state = JobState.WAITING if action == "pause" else JobState.CANCELLED
                 entry.progress.speed = 0.0
-        current = await self.store.get(job.id)
+        current = await outlast(lambda: self.store.get(job.id), limit=REDIS_PATIENCE,
+                                what=f"reading job {job.id}")
         if current is not None and current.state not in RESTING:
             changes: dict[str, Any] = {"files": job.files} if job.files else {}
             if target is JobState.CANCELLED:
                 changes["error"] = {"code": "cancelled", "message": "cancelled on request"}
-            running.job, _ = await self.store.transition(job.id, target, **changes)
-        await self.store.clear_control(job.id)
+            running.job, _ = await self.store.transition(
+                job.id, target, wait_for_redis=REDIS_PATIENCE, **changes
+            )
+        await outlast(lambda: self.store.clear_control(job.id), limit=REDIS_PATIENCE,
+                      what=f"clearing the control request of job {job.id}")
 
     async def _fail(self, running: Running, exc: BgdownloadError) -> None:
         log.info("job %s failed: %s", self.job_id, exc)
@@ -332,7 +367,7 @@ class JobRunner:
                 self.runtime.engine.discard(self.settings.download_dir, name)
         running.job, _ = await self.store.transition(
             running.job.id, JobState.FAILED, allowed_from={JobState.ACTIVE},
-            error=exc.to_dict(),
+            wait_for_redis=REDIS_PATIENCE, error=exc.to_dict(),
         )
 
 

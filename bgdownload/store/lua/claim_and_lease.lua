@@ -13,11 +13,14 @@ if not picked then
   picked = best[1]
   redis.call('SET', KEYS[1], picked, 'EX', ARGV[1])
 end
+-- the lease is ours too when it holds our value already (this claim ran before, its
+-- reply was lost, and it is retried), or when its holder is a worker marked dead
 local lease = ARGV[5] .. picked
 local current = redis.call('GET', lease)
 local holder = current and string.match(current, '^(%S+) ')
 local taken = 0
-if not current or (holder and redis.call('EXISTS', ARGV[7] .. holder) == 1) then
+if not current or current == ARGV[2]
+    or (holder and redis.call('EXISTS', ARGV[7] .. holder) == 1) then
   redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
   taken = 1
 end

@@ -9,7 +9,10 @@
 --       for the client to pack), job key prefix (the remembered job's key follows
 --       from its id, known only once the idempotency key is read)
 -- Returns {1, event id} when created, {0, existing job id} for a known idempotency
--- key, {2, ms to wait} when the rate budget is spent.
+-- key, {2, ms to wait} when the rate budget is spent. Job ids are fresh UUIDs, so a job
+-- hash that exists already means this very creation ran before (a retry after its reply
+-- was lost): it answers created again and stores, counts and queues nothing twice.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, ''} end
 if KEYS[7] ~= '' then
   local existing = redis.call('GET', KEYS[7])
   if existing and redis.call('EXISTS', ARGV[13] .. existing) == 1 then

@@ -1,13 +1,21 @@
 -- Move a job to a new state with its `state` event, unless its state changed meanwhile.
 -- KEYS: job hash, job stream, owner stream, queue zset, stats hash
 -- ARGV: expected state, new state, event data, job maxlen, owner maxlen,
---       ttl seconds (0 = keep), queue score ('' = not queued), job id, field, value, ...
+--       ttl seconds (0 = keep), queue score ('' = not queued), job id, operation id,
+--       field, value, ...
 -- Returns {1, event id}, or {0, current state ('' = no such job)} when it is not the expected one.
-local current = redis.call('HGET', KEYS[1], 'state')
+-- The same operation run again (a retry after its reply was lost) changes nothing and
+-- returns the first run's event id, so no event is ever appended twice.
+local current, done = unpack(redis.call('HMGET', KEYS[1], 'state', 'op:state'))
+if done then
+  local op, done_id = string.match(done, '^(%S+) (%S+)$')
+  if op == ARGV[9] then return {1, done_id} end
+end
 if current ~= ARGV[1] then return {0, current or ''} end
-for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 10, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'event', 'state', 'data', ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'event', 'state', 'data', ARGV[3])
+redis.call('HSET', KEYS[1], 'op:state', ARGV[9] .. ' ' .. id)
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
