@@ -65,6 +65,9 @@ async def _engine(url: str, out: Path, connections: int, threaded: bool = True) 
         async def name_chosen(self, filename: str, path: str) -> None:
             pass
 
+        async def restarted(self, note: str) -> None:
+            pass
+
     settings = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))
     engine = Engine(settings, threaded_writes=threaded)
     try:

@@ -49,9 +49,9 @@ from taskiq_redis import RedisStreamBroker
 
 from bgdownload import keys
 from bgdownload.config import Settings
+from bgdownload.store.base import CONNECT_TIMEOUT, BudgetRetry
 from bgdownload.worker import takeover
 from bgdownload.worker.takeover import Liveness
-from bgdownload.store.base import CONNECT_TIMEOUT, BudgetRetry
 
 log = logging.getLogger(__name__)
 
