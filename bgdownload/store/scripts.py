@@ -31,6 +31,7 @@ class Scripts:
     claim_and_lease: AsyncScript
     lease_renew: AsyncScript
     lease_release: AsyncScript
+    reserve_name: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
