@@ -71,3 +71,8 @@ PRIORITY_LIMIT = 1000
 def queue_score(priority: int, created_ms: int) -> float:
     """Lower is served first: higher priority first, then oldest first."""
     return float(-priority * 2**42 + created_ms)
+
+
+def file_name(path: str) -> str:
+    """Which job holds a file name: ``path`` is relative to the download root (``alice/x.bin``)."""
+    return f"{PREFIX}name:{path}"

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from bgdownload.engine.limiter import TokenBucket
 from bgdownload.engine.resume import boot_id, write_sidecar
 from bgdownload.engine.sources import Source
-from bgdownload.storage import Storage
+from bgdownload.storage import LOCAL_OWNER, Storage
 
 
 @dataclass
@@ -39,14 +39,20 @@ class FetchSpec:
     #: bytes/s cap of this job (the worker-wide cap applies on top)
     max_speed: int | None = None
     connections: int = 1
+    #: whose file it is: it goes to that owner's folder of ``root`` (docs/api.md §17)
+    owner: str = LOCAL_OWNER
 
 
 class ProgressSink(Protocol):
     def update(self, loaded: int, total: int | None) -> None:
         """Called per chunk: must be O(1) and do no I/O."""
 
-    async def name_chosen(self, filename: str, path: str) -> None:
-        """The file name was picked; persisted before any byte is written."""
+    async def name_chosen(self, filename: str, path: str) -> bool | None:
+        """The file name was picked; reserved for the job before any byte is written.
+
+        ``path`` is relative to the download root. False: another job holds that
+        name, so the engine gives it back and tries the next free one.
+        """
 
     async def restarted(self, note: str) -> None:
         """The partial data was dropped and the download starts over; ``note`` says why."""

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ from bgdownload.errors import (
     NetworkError,
     TooLarge,
 )
-from bgdownload.storage import Storage, storage_at
+from bgdownload.storage import LOCAL_OWNER, Storage, storage_at
 from bgdownload.storage.files import PART_SUFFIX
 from bgdownload.storage.names import sanitize_filename
 
@@ -110,23 +111,23 @@ class Engine:
         http = HttpSource(settings, transport=transport)
         #: the sources by URL scheme (see source_for)
         self._sources: dict[str, Source] = {"http": http, "https": http}
-        #: one storage per download root, kept: each resolves its root once
-        self._storages: dict[Path, Storage] = {}
+        #: one storage per download root and owner, kept: each resolves its folder once
+        self._storages: dict[tuple[Path, str], Storage] = {}
 
     async def aclose(self) -> None:
         for source in dict.fromkeys(self._sources.values()):
             await source.aclose()
 
-    def storage(self, root: Path) -> Storage:
-        """The storage of the download root ``root``."""
-        storage = self._storages.get(root)
+    def storage(self, root: Path, owner: str = LOCAL_OWNER) -> Storage:
+        """The storage of ``owner``'s files in the download root ``root``."""
+        storage = self._storages.get((root, owner))
         if storage is None:
-            storage = self._storages[root] = storage_at(root)
+            storage = self._storages[(root, owner)] = storage_at(root, owner)
         return storage
 
-    def discard(self, root: Path, filename: str) -> None:
+    def discard(self, root: Path, filename: str, owner: str = LOCAL_OWNER) -> None:
         """Delete ``<filename>.part`` and its sidecar (a cancelled job)."""
-        self.storage(root).discard(filename)
+        self.storage(root, owner).discard(filename)
 
     # ------------------------------------------------------------------ one attempt
 
@@ -135,7 +136,7 @@ class Engine:
         source = source_for(spec.url, self._sources)
         source.check(spec.url)
         state = AttemptState(spec=spec, sink=sink, source=source,
-                             storage=self.storage(spec.root))
+                             storage=self.storage(spec.root, spec.owner))
         limits = [m for m in (spec.max_bytes, self._settings.max_bytes) if m]
         state.max_bytes = min(limits) if limits else None
         buckets: list[TokenBucket] = []
@@ -326,9 +327,15 @@ class Engine:
     async def _choose_name(self, state: AttemptState, reply: Reply) -> None:
         spec = state.spec
         wished = choose_filename(spec.wished_filename, reply.disposition, reply.url)
-        state.filename, part = await state.storage.reserve(wished)
+        state.filename, part = await state.storage.reserve(wished, self._claim(state))
         state.known_part = (state.filename, part)
-        await state.sink.name_chosen(state.filename, state.filename)
+
+    @staticmethod
+    def _claim(state: AttemptState) -> Callable[[str], Awaitable[bool]]:
+        """Reserve a name for this job through the sink (docs/api.md §17)."""
+        async def claim(name: str) -> bool:
+            return await state.sink.name_chosen(name, state.storage.path_of(name)) is not False
+        return claim
 
     # ------------------------------------------------------------------ finishing
 
@@ -341,11 +348,12 @@ class Engine:
             raise ChecksumMismatch(
                 f"sha256 of the download is {sha}, expected {spec.expected_sha256}"
             )
-        final_name = await state.storage.promote(state.filename)
+        final_name = await state.storage.promote(state.filename, self._claim(state))
         if state.sidecar_written:
             with contextlib.suppress(FileNotFoundError):
                 state.sidecar.unlink()
-        return FetchResult(filename=final_name, path=final_name, sha256=sha, size=size)
+        return FetchResult(filename=final_name, path=state.storage.path_of(final_name),
+                           sha256=sha, size=size)
 
     async def _complete_on_disk(self, state: AttemptState, size: int) -> FetchResult:
         """The ``.part`` already holds the whole file (the source said nothing is left)."""
@@ -363,7 +371,8 @@ class Engine:
         size = (await asyncio.to_thread(final.stat)).st_size
         state.sink.update(size, size)
         assert state.filename is not None
-        return FetchResult(filename=state.filename, path=state.filename, sha256=sha, size=size)
+        return FetchResult(filename=state.filename, path=state.storage.path_of(state.filename),
+                           sha256=sha, size=size)
 
     # ------------------------------------------------------------------ segments
 

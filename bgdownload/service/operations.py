@@ -25,7 +25,7 @@ from bgdownload.config import Settings
 from bgdownload.errors import IllegalTransition, InvalidRequest, InvalidState, NotFound
 from bgdownload.models import TERMINAL, Event, Job, JobState
 from bgdownload.service import streams, validation
-from bgdownload.storage import storage_at
+from bgdownload.storage import Storage, storage_at
 from bgdownload.store import Store, open_redis
 from bgdownload.store.hub import EventHub
 
@@ -67,8 +67,8 @@ class Service:
     ) -> None:
         self.store = store
         self.settings = settings
-        #: where finished files and partial data live (today: the download root)
-        self.storage = storage_at(settings.download_dir)
+        #: where each owner's finished files and partial data live (docs/api.md §17)
+        self._storages: dict[str, Storage] = {}
         self._enqueue = enqueue
         # (task stream, message builder): create writes the message in its own script
         # instead of a separate kick, so it costs one round trip and stays atomic
@@ -159,8 +159,10 @@ class Service:
         job = await self.get(owner, job_id)
         if job.state is not JobState.COMPLETED or not job.path:
             raise InvalidState(f"download {job_id} is {job.state.value}, not a finished file")
-        path = self.storage.file_path(job.path)
-        if not path.is_file():
+        storage = self.storage(job.owner)
+        name = storage.name_at(job.path)
+        path = storage.file_path(name) if name is not None else None
+        if path is None or not path.is_file():
             raise NotFound(f"the file of download {job_id} is no longer on disk")
         return path
 
@@ -184,10 +186,21 @@ class Service:
         job = await self.get(owner, job_id)
         if not job.state.terminal:
             job = await self.cancel(owner, job_id)
-        if delete_file:
-            for name in _job_files(job):
-                self.storage.delete(name)
+        # Only files this job reserved itself; its partial data goes with it either way.
+        storage = self.storage(job.owner)
+        for name in await _owned_names(self.store, job, storage):
+            if delete_file:
+                storage.delete(name)
+            else:
+                storage.discard(name)
         await self.store.delete(job)
+
+    def storage(self, owner: str) -> Storage:
+        """Where ``owner``'s files are: their folder under the root (``local``: the root)."""
+        storage = self._storages.get(owner)
+        if storage is None:
+            storage = self._storages[owner] = storage_at(self.settings.download_dir, owner)
+        return storage
 
     async def _stop(self, owner: str, job_id: str, target: JobState, action: str) -> Job:
         job = await self.get(owner, job_id)
@@ -201,7 +214,7 @@ class Service:
             except IllegalTransition:
                 return await self._stop(owner, job_id, target, action)  # it just started
             if target is JobState.CANCELLED:
-                self._remove_partials(job)
+                await self._remove_partials(job)
             return job
         await self.store.request_control(job_id, action)
         return await self._await_worker(owner, job_id, target, action)
@@ -225,7 +238,7 @@ class Service:
                 except IllegalTransition:
                     continue
                 if target is JobState.CANCELLED:
-                    self._remove_partials(job)
+                    await self._remove_partials(job)
                 return job
             await asyncio.sleep(0.05)
         return await self.get(owner, job_id)
@@ -249,9 +262,10 @@ class Service:
         await self._enqueue(job.id, uuid.uuid4().hex)
         return job
 
-    def _remove_partials(self, job: Job) -> None:
-        for name in _job_files(job):
-            self.storage.discard(name)
+    async def _remove_partials(self, job: Job) -> None:
+        storage = self.storage(job.owner)
+        for name in await _owned_names(self.store, job, storage):
+            storage.discard(name)
 
     # -- events -----------------------------------------------------------------------
 
@@ -306,9 +320,10 @@ def _stoppable(state: JobState) -> set[JobState]:
     }.get(state, set())
 
 
-def _job_files(job: Job) -> list[str]:
-    names = [f.path or f.filename for f in job.files] if job.files else [job.path or job.filename]
-    return [n for n in names if n]
+async def _owned_names(store: Store, job: Job, storage: Storage) -> list[str]:
+    """The names of ``job``'s files that the job reserved itself: all it may delete."""
+    names = [storage.name_at(path) for path in await store.owned_paths(job)]
+    return [name for name in names if name is not None]
 
 
 __all__ = ["Enqueue", "Service", "Stats"]

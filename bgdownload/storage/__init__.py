@@ -6,6 +6,10 @@ and deletes finished files and drops a cancelled job's partial data. All of them
 ask a :class:`Storage` for those names and paths instead of building paths
 themselves, so another kind of storage (an object store) can stand where the
 download root stands today (:class:`bgdownload.storage.files.FileStorage`).
+
+Each owner has a storage of its own (:func:`storage_at`): with tokens configured
+its folder under the root, for ``local`` the root itself
+(:mod:`bgdownload.storage.owners`, docs/api.md §17).
 """
 
 from __future__ import annotations
@@ -14,24 +18,35 @@ from pathlib import Path
 from typing import Protocol
 
 from bgdownload.errors import StorageError
-from bgdownload.storage.files import FileStorage
+from bgdownload.storage.files import Claim, FileStorage
+from bgdownload.storage.owners import LOCAL_OWNER, owner_folder
 
-__all__ = ["FileStorage", "Storage", "storage_at"]
+__all__ = ["LOCAL_OWNER", "Claim", "FileStorage", "Storage", "owner_folder", "storage_at"]
 
 
 class Storage(Protocol):
     """The names, partial data and finished files of one download destination.
 
     ``name`` is always one safe file name as :meth:`reserve` gave it out (a job's
-    ``filename``, and today its ``path`` too); a name that would leave the storage
-    raises :class:`bgdownload.errors.InvalidURL`.
+    ``filename``; its ``path`` is :meth:`path_of` it); a name that would leave the
+    storage raises :class:`bgdownload.errors.InvalidURL`.
     """
 
-    async def reserve(self, wished: str) -> tuple[str, Path]:
+    def path_of(self, name: str) -> str:
+        """The job ``path`` of ``name``: relative to the download root, owner folder first."""
+        ...
+
+    def name_at(self, path: str) -> str | None:
+        """The name a job ``path`` stands for in this storage; None when it is not in it."""
+        ...
+
+    async def reserve(self, wished: str, claim: Claim | None = None) -> tuple[str, Path]:
         """Claim a free name for ``wished``, create its empty ``.part``; the name and that path.
 
         ``wished`` is sanitised; when it is taken, ``name (1).ext``, ``name (2).ext``
-        … so two jobs racing for one name always end up with different ones.
+        … so two jobs racing for one name always end up with different ones. With
+        ``claim``, a name also has to be granted by it (the job store's reservation);
+        a refused one is given back (its ``.part`` removed) and the next one tried.
         """
         ...
 
@@ -51,11 +66,11 @@ class Storage(Protocol):
         """True when partial data of ``name`` is there to resume (False for unsafe names)."""
         ...
 
-    async def promote(self, name: str) -> str:
+    async def promote(self, name: str, claim: Claim | None = None) -> str:
         """Give the verified ``.part`` of ``name`` its final name; returns that name.
 
         Never replaces a file that appeared meanwhile: the file then gets the next
-        free name instead.
+        free name instead, reserved through ``claim`` like the first.
         """
         ...
 
@@ -76,6 +91,6 @@ class Storage(Protocol):
         ...
 
 
-def storage_at(root: Path) -> Storage:
-    """The storage whose files live under ``root``: today always a download root."""
-    return FileStorage(root)
+def storage_at(root: Path, owner: str = LOCAL_OWNER) -> Storage:
+    """The storage of ``owner``'s files under the download root ``root``."""
+    return FileStorage.of_owner(root, owner)

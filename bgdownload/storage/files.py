@@ -1,9 +1,12 @@
-"""The download root: finished files, their ``.part`` and sidecar, side by side in one folder.
+"""An owner's folder of the download root: finished files, ``.part`` and sidecar side by side.
 
 ``<name>.part`` holds the bytes until they are verified, ``<name>.part.json`` (the
 sidecar) what a later attempt needs to resume them; a verified ``.part`` is
 linked (or renamed) to ``<name>``, never over a file that is there already. Every
-path is checked to stay inside the root, symlinks included (docs/api.md §5).
+path is checked to stay inside the folder, symlinks included (docs/api.md §5). A
+name is taken by creating its ``.part`` with ``O_EXCL`` and, when a claim is given,
+by the job store's reservation too (docs/api.md §17): a file is only ever deleted
+by the job that holds its name.
 """
 
 from __future__ import annotations
@@ -12,10 +15,16 @@ import asyncio
 import errno
 import logging
 import os
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from bgdownload.errors import InvalidURL, StorageError
 from bgdownload.storage.names import sanitize_filename, split_ext
+from bgdownload.storage.owners import LOCAL_OWNER, owner_folder
+
+#: takes a name for the job writing it: True when the job now holds it, False when
+#: another job does (then the next free name is tried)
+Claim = Callable[[str], Awaitable[bool]]
 
 PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -54,18 +63,22 @@ def sidecar_path(root: Path, name: str) -> Path:
     return safe_path(root, name + SIDECAR_SUFFIX)
 
 
-def reserve_unique_name(root: Path, name: str, *, limit: int = 10_000) -> str:
+def reserve_unique_name(root: Path, name: str, *, limit: int = 10_000,
+                        skip: Collection[str] = ()) -> str:
     """Claim a free name in ``root`` for ``name`` and create its empty ``.part``.
 
     Picks ``name``, then ``name (1).ext``, ``name (2).ext`` … such that neither the
-    final file nor its ``.part`` exists, creating the ``.part`` with ``O_EXCL`` so two
-    jobs racing for the same name always end up with different ones.
+    final file nor its ``.part`` exists (and that is not in ``skip``: held by other
+    jobs), creating the ``.part`` with ``O_EXCL`` so two jobs racing for the same
+    name always end up with different ones.
     """
     name = sanitize_filename(name)
     root.mkdir(parents=True, exist_ok=True)
     stem, ext = split_ext(name)
     for i in range(limit):
         candidate = name if i == 0 else f"{stem} ({i}){ext}"
+        if candidate in skip:
+            continue
         final = safe_path(root, candidate)
         if final.exists() or final.is_symlink():
             continue
@@ -79,7 +92,7 @@ def reserve_unique_name(root: Path, name: str, *, limit: int = 10_000) -> str:
             os.unlink(part_path(root, candidate))
             continue
         return candidate
-    raise FileExistsError(f"no free file name for {name!r} in {root}")
+    raise FileExistsError(errno.EEXIST, f"no free file name for {name!r}")
 
 
 def storage_error(root: Path, exc: OSError, name: str | None) -> StorageError | None:
@@ -113,23 +126,23 @@ def _is_component(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
 
 
-def _reserve_wished(base: Path, wished: str) -> tuple[str, Path] | None:
+def _reserve_wished(base: Path, wished: str, skip: Collection[str]) -> tuple[str, Path] | None:
     """:func:`reserve_unique_name`'s common case in a few syscalls: ``wished`` is free.
 
-    ``base`` is the download root already resolved, so no path is resolved again:
+    ``base`` is the folder already resolved, so no path is resolved again:
     the name is one sanitized component, the final name must not exist even as a
     symlink, and ``O_EXCL`` never follows one. None when the name is taken or
     anything is unusual; then the careful path decides.
     """
     name = sanitize_filename(wished)
-    if not _is_component(name):
+    if not _is_component(name) or name in skip:
         return None
     final, part = base / name, base / (name + PART_SUFFIX)
     if os.path.lexists(final):
         return None
     try:
         fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
-    except OSError:  # taken, or the root vanished: reserve_unique_name copes
+    except OSError:  # taken, or the folder is not there yet: reserve_unique_name copes
         return None
     os.close(fd)
     if os.path.lexists(final):  # renamed into place by another job meanwhile
@@ -138,21 +151,18 @@ def _reserve_wished(base: Path, wished: str) -> tuple[str, Path] | None:
     return name, part
 
 
-def _rename_into_place(root: Path, filename: str) -> str:
-    """``.part`` → final name without replacing a file that appeared meanwhile."""
+def _place(root: Path, filename: str) -> bool:
+    """``.part`` → final name; False (nothing moved) when a file of that name is there."""
     part = part_path(root, filename)
     try:
         os.link(part, safe_path(root, filename))
     except FileExistsError:
-        filename = reserve_unique_name(root, filename)
-        os.replace(part, part_path(root, filename))
-        os.rename(part_path(root, filename), safe_path(root, filename))
-        return filename
+        return False
     except OSError:  # file systems without hard links
         os.rename(part, safe_path(root, filename))
-        return filename
+        return True
     os.unlink(part)
-    return filename
+    return True
 
 
 def _remove_quietly(path: Path) -> None:
@@ -165,46 +175,78 @@ def _remove_quietly(path: Path) -> None:
 
 
 class FileStorage:
-    """The files of one download root (see :class:`bgdownload.storage.Storage`).
+    """The files of one owner's folder of a download root (see :class:`bgdownload.storage.Storage`).
 
-    >>> storage = FileStorage(Path("downloads"))
+    ``folder`` is the owner's folder relative to ``root`` (``""``: the root itself).
+
+    >>> storage = FileStorage(Path("downloads"), "alice")
     >>> name, part = await storage.reserve("report.pdf")          # doctest: +SKIP
+    >>> storage.path_of(name)                                       # doctest: +SKIP
+    'alice/report.pdf'
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, folder: str = "") -> None:
         self.root = root
-        #: the root as resolved once: the common reservation and promotion then cost a
+        self.folder = folder
+        #: where the files are; an owner folder that is a symlink out of the root is refused
+        self.dir = safe_path(root, folder) if folder else root
+        #: the folder as resolved once: the common reservation and promotion then cost a
         #: few syscalls on the event loop instead of a thread hand-off (small files
         #: pay that per file)
         self._base: Path | None = None
 
-    async def reserve(self, wished: str) -> tuple[str, Path]:
+    @classmethod
+    def of_owner(cls, root: Path, owner: str = LOCAL_OWNER) -> FileStorage:
+        return cls(root, owner_folder(owner))
+
+    def path_of(self, name: str) -> str:
+        return f"{self.folder}/{name}" if self.folder else name
+
+    def name_at(self, path: str) -> str | None:
+        folder, _, name = path.rpartition("/")
+        if folder != self.folder or not _is_component(name):
+            return None
+        return name
+
+    async def reserve(self, wished: str, claim: Claim | None = None) -> tuple[str, Path]:
         """A free name for ``wished`` with its empty ``.part`` created, and that path."""
-        if self._base is not None:
-            reserved = _reserve_wished(self._base, wished)
-            if reserved is not None:
-                return reserved
-        name = await asyncio.to_thread(reserve_unique_name, self.root, wished)
-        return name, self.part_path(name)
+        refused: set[str] = set()
+        while True:
+            reserved = None
+            if self._base is not None:
+                reserved = _reserve_wished(self._base, wished, refused)
+            if reserved is None:
+                name = await asyncio.to_thread(reserve_unique_name, self.dir, wished,
+                                               skip=refused)
+                reserved = name, self.part_path(name)
+            name, part = reserved
+            try:
+                if claim is None or await claim(name):
+                    return reserved
+            except BaseException:
+                _remove_quietly(part)  # ours: created just now, never held
+                raise
+            _remove_quietly(part)
+            refused.add(name)
 
     def part_path(self, name: str) -> Path:
-        path = part_path(self.root, name)
+        path = part_path(self.dir, name)
         self._base = path.parent
         return path
 
     def sidecar_path(self, name: str) -> Path:
-        return sidecar_path(self.root, name)
+        return sidecar_path(self.dir, name)
 
     def file_path(self, name: str) -> Path:
-        return safe_path(self.root, name)
+        return safe_path(self.dir, name)
 
     def has_part(self, name: str) -> bool:
         try:
-            return part_path(self.root, name).exists()
+            return part_path(self.dir, name).exists()
         except InvalidURL:
             return False
 
-    async def promote(self, name: str) -> str:
+    async def promote(self, name: str, claim: Claim | None = None) -> str:
         base = self._base
         if base is not None and _is_component(name):
             # The common case on the loop; anything unusual goes the careful way.
@@ -216,15 +258,20 @@ class FileStorage:
             else:
                 os.unlink(part)
                 return name
-        return await asyncio.to_thread(_rename_into_place, self.root, name)
+        while not await asyncio.to_thread(_place, self.dir, name):
+            # A file appeared under the name (put there by hand): move to the next free one.
+            new, new_part = await self.reserve(name, claim)
+            await asyncio.to_thread(os.replace, self.part_path(name), new_part)
+            name = new
+        return name
 
     def storage_error(self, exc: OSError, name: str | None) -> StorageError | None:
-        return storage_error(self.root, exc, name)
+        return storage_error(self.dir, exc, name)
 
     def discard(self, name: str) -> None:
-        for path in (part_path(self.root, name), sidecar_path(self.root, name)):
+        for path in (part_path(self.dir, name), sidecar_path(self.dir, name)):
             _remove_quietly(path)
 
     def delete(self, name: str) -> None:
-        _remove_quietly(safe_path(self.root, name))
+        _remove_quietly(safe_path(self.dir, name))
         self.discard(name)

@@ -128,14 +128,48 @@ class JobStore(EventStore):
         flat = probe.to_storage()
         await self.redis.hset(keys.job(job_id), mapping={name: flat[name] for name in changes})
 
-    async def name_file(self, job_id: str, index: int, filename: str, path: str) -> None:
-        """Record the name chosen on disk for file ``index`` of a batch job.
+    async def name_file(
+        self, job_id: str, index: int | None, filename: str, path: str
+    ) -> bool:
+        """Reserve ``path`` for the job (``index`` None) or for file ``index`` of a batch job.
 
-        Reading the job applies it, so it is as visible and as durable as a rewrite
-        of ``files`` (it lives in the job's hash, expiring and deleted with it),
-        while a batch of N files costs N small writes instead of N rewrites of N entries.
+        One script takes the name (``bgd:name:<path>``) and records ``filename`` and
+        ``path`` with the job, so a job holds exactly the name its hash shows and two
+        jobs never hold one name (docs/api.md §17). False when another job holds it
+        (the caller picks the next name); a holder whose job is gone holds nothing.
+        Raises :class:`JobGone` when the job itself is gone.
+
+        A batch file's name lives in its own hash field: reading the job applies it, so
+        a batch of N files costs N small writes instead of N rewrites of N entries.
         """
-        await self.redis.hset(keys.job(job_id), FILE_NAME + str(index), dumps([filename, path]))
+        holder = job_id if index is None else f"{job_id}:{index}"
+        if index is None:
+            fields = ["path", dumps(path), "filename", dumps(filename)]
+        else:
+            fields = [FILE_NAME + str(index), dumps([filename, path])]
+        status = int(await self._scripts.reserve_name(
+            keys=[keys.file_name(path), keys.job(job_id)],
+            args=[holder, keys.job(""), keys.file_name(""), *fields],
+        ))
+        if status < 0:
+            raise JobGone(job_id)
+        return status == 1
+
+    async def owned_paths(self, job: Job) -> list[str]:
+        """The paths (relative to the root) of ``job``'s files that the job reserved itself.
+
+        A job deletes nothing else: a name it only asked for, or one recorded before
+        names were reserved, is not in this list.
+        """
+        wanted = [(job.id, job.path)] if not job.files else [
+            (f"{job.id}:{i}", f.path) for i, f in enumerate(job.files)
+        ]
+        named = [(holder, path) for holder, path in wanted if path]
+        if not named:
+            return []
+        holders = await self.redis.mget([keys.file_name(path) for _, path in named])
+        return [path for (holder, path), held in zip(named, holders, strict=True)
+                if held == holder]
 
     async def transition(
         self,
@@ -239,10 +273,13 @@ class JobStore(EventStore):
         return bool(int(ok)), str(value)
 
     async def delete(self, job: Job) -> None:
-        """Remove the job and everything about it (safe to repeat: counts once)."""
+        """Remove the job and everything about it, giving up the names it holds (their files
+        are the caller's). Safe to repeat: counts once."""
+        # Held names stay ours until the job hash goes, in this same script.
+        names = [keys.file_name(path) for path in await self.owned_paths(job)]
         await self._scripts.delete(
             keys=[keys.job(job.id), keys.job_events(job.id), keys.control(job.id),
-                  keys.owner_jobs(job.owner), keys.QUEUE, keys.STATS_STATES],
+                  keys.owner_jobs(job.owner), keys.QUEUE, keys.STATS_STATES, *names],
             args=[job.id, *(state.value for state in JobState if state.terminal)],
         )
 

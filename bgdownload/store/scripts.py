@@ -33,6 +33,7 @@ class Scripts:
     lease_renew: AsyncScript
     lease_release: AsyncScript
     delete: AsyncScript
+    reserve_name: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

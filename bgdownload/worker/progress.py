@@ -42,13 +42,14 @@ class Tracker:
         self.loaded = loaded
         self.total = total
 
-    async def name_chosen(self, filename: str, path: str) -> None:
-        if self.entry is not None:
-            self.entry.filename, self.entry.path = filename, path
-            await self.store.name_file(self.job.id, self.index, filename, path)
-        else:
-            self.job.filename, self.job.path = filename, path
-            await self.store.update_fields(self.job.id, filename=filename, path=path)
+    async def name_chosen(self, filename: str, path: str) -> bool:
+        """Reserve the name for this job or batch file (False: another job holds it)."""
+        index = None if self.entry is None else self.index
+        if not await self.store.name_file(self.job.id, index, filename, path):
+            return False
+        named = self.job if self.entry is None else self.entry
+        named.filename, named.path = filename, path
+        return True
 
     async def restarted(self, note: str) -> None:
         """The engine dropped the partial data: the job's stream says why (docs/api.md §11)."""

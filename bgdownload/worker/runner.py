@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import random
+import re
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -44,6 +46,9 @@ BACKOFF_CAP = 60.0
 #: how long a worker's state change waits for Redis to come back before it gives up
 #: (then the message keeps its job and is tried again); downloads go on meanwhile
 REDIS_PATIENCE = 600.0
+
+#: an absolute path in an exception's text (not the path of a URL: no host before it)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.%-])/[^\s'\"]+")
 
 #: what claiming a job found: lease taken?, the job (None if gone), its pending control
 Claimed = tuple[bool, Job | None, str | None]
@@ -188,7 +193,7 @@ class JobRunner:
                 return
             except Exception as exc:
                 log.exception("job %s failed unexpectedly", self.job_id)
-                await self._fail(running, BgdownloadError(f"internal error: {exc}"))
+                await self._fail(running, BgdownloadError(f"internal error: {_describe(exc)}"))
                 return
             return
 
@@ -299,17 +304,20 @@ class JobRunner:
                               limit=REDIS_PATIENCE, what=f"recording the name of job {job.id}")
 
     def _spec(self, url: str, job: Job, entry: FileEntry | None) -> FetchSpec:
+        # A name reserved once stays the job's: retries, resumes and takeovers reuse it.
+        path = entry.path if entry else job.path
+        storage = self.runtime.engine.storage(self.settings.download_dir, job.owner)
         return FetchSpec(
             url=url,
             root=self.settings.download_dir,
-            filename=(entry.filename if entry else job.filename) if _has_part(self, entry, job)
-            else None,
+            filename=storage.name_at(path) if path else None,
             wished_filename=entry.filename if entry else job.wished_filename,
             headers=job.headers,
             expected_sha256=entry.expected_sha256 if entry else job.expected_sha256,
             max_bytes=self.settings.max_bytes,
             max_speed=job.max_speed,
             connections=job.connections or self.settings.connections,
+            owner=job.owner,
         )
 
     async def _wait_to_retry(self, running: Running, exc: DownloadError) -> bool:
@@ -342,8 +350,7 @@ class JobRunner:
             await self.runtime.publish_progress(force=running)
         target = JobState.PAUSED if action == "pause" else JobState.CANCELLED
         if target is JobState.CANCELLED:
-            for name in _names(job):
-                self.runtime.engine.discard(self.settings.download_dir, name)
+            await self._discard_owned()
         for entry in job.files:
             if entry.state is JobState.ACTIVE:
                 entry.state = JobState.WAITING if action == "pause" else JobState.CANCELLED
@@ -360,28 +367,33 @@ class JobRunner:
         await outlast(lambda: self.store.clear_control(job.id), limit=REDIS_PATIENCE,
                       what=f"clearing the control request of job {job.id}")
 
+    async def _discard_owned(self) -> None:
+        """Drop the partial data of the names this job reserved, and of nothing else."""
+        job = await self.store.get(self.job_id)
+        if job is None:
+            return
+        storage = self.runtime.engine.storage(self.settings.download_dir, job.owner)
+        for path in await self.store.owned_paths(job):
+            name = storage.name_at(path)
+            if name is not None:
+                storage.discard(name)
+
     async def _fail(self, running: Running, exc: BgdownloadError) -> None:
         log.info("job %s failed: %s", self.job_id, exc)
         if isinstance(exc, BlockedDestination):
-            for name in _names(running.job):
-                self.runtime.engine.discard(self.settings.download_dir, name)
+            await self._discard_owned()
         running.job, _ = await self.store.transition(
             running.job.id, JobState.FAILED, allowed_from={JobState.ACTIVE},
             wait_for_redis=REDIS_PATIENCE, error=exc.to_dict(),
         )
 
 
-def _has_part(runner: JobRunner, entry: FileEntry | None, job: Job) -> bool:
-    """Reuse the chosen name only when its ``.part`` is still there to resume."""
-    name = entry.filename if entry else job.filename
-    if not name or (entry is None and job.path is None) or (entry and entry.path is None):
-        return False
-    return runner.runtime.engine.storage(runner.settings.download_dir).has_part(name)
-
-
-def _names(job: Job) -> list[str]:
-    names = [f.filename for f in job.files] if job.files else [job.filename]
-    return [n for n in names if n]
+def _describe(exc: BaseException) -> str:
+    """An unexpected error for the job's message: never an absolute server path (§17)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        named = os.path.basename(os.fsdecode(exc.filename)) if exc.filename else ""
+        return f"{exc.strerror} ({named!r})" if named else exc.strerror
+    return _ABSOLUTE_PATH.sub(lambda m: os.path.basename(m.group(0)), str(exc))
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:

@@ -73,9 +73,10 @@ class FileHandler(BgdownloadAPIHandler, web.StaticFileHandler):
         service = await self.service()
         path = await service.file_path(self.owner, job_id)
         self.set_header("Content-Disposition", _attachment(path.name))
-        # files sit directly in the (resolved) download root, tornado's root here;
-        # tornado checks again that the path stays inside it
-        await web.StaticFileHandler.get(self, path.name, include_body=include_body)
+        # files sit in the owner's folder of the (resolved) download root, tornado's
+        # root here; tornado checks again that the path stays inside it
+        relative = path.relative_to(self.root).as_posix()
+        await web.StaticFileHandler.get(self, relative, include_body=include_body)
 
     @web.authenticated
     @authorized

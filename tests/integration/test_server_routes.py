@@ -254,6 +254,7 @@ async def finished_job(client: Client, service: Service, root: Path,
                        payload: bytes) -> str:
     """A job made completed by hand (as a worker would) with its file on disk."""
     job_id = (await create(client))["id"]
+    assert await service.store.name_file(job_id, None, "done.bin", "done.bin")  # reserved
     (root / "done.bin").write_bytes(payload)
     await service.store.transition(job_id, JobState.ACTIVE)
     await service.store.transition(

@@ -24,6 +24,11 @@ from tests.support.stack import WorkerProcess, wait_for_state
 OWNER = "alice"
 
 
+def files_under(root: Path) -> list[Path]:
+    """Every file in the download root, owner folders included."""
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -126,7 +131,7 @@ async def test_batch_job_with_a_failing_file_ends_partial(
     assert done.state.value == "failed" and done.error and done.error["code"] == "partial"
     states = [f.state.value for f in done.files]
     assert states == ["completed", "failed", "completed"]
-    assert (download_dir / "one.bin").read_bytes() == source.content(5000, "b1")
+    assert (download_dir / OWNER / "one.bin").read_bytes() == source.content(5000, "b1")
     assert done.files[2].sha256 == source.expected_sha256(7000, "b2")
     assert done.progress.loaded == 12000
 
@@ -158,7 +163,7 @@ async def test_size_cap(stack_settings: Settings, start_worker, source: SourceSe
         job, _ = await svc.create(OWNER, {"url": source.url(path)})
         done = await wait_for_state(svc, OWNER, job.id, {"completed", "failed"})
         assert done.state.value == "failed" and done.error and done.error["code"] == code
-        assert list(download_dir.iterdir()) == []
+        assert files_under(download_dir) == []
     finally:
         await svc.close()
 
@@ -169,7 +174,7 @@ async def test_checksum_mismatch_fails_and_deletes(
     job, _ = await service.create(OWNER, {"url": source.url("/bytes/1000?seed=x"), "sha256": "0" * 64})
     done = await wait_for_state(service, OWNER, job.id, {"completed", "failed"})
     assert done.error and done.error["code"] == "checksum_mismatch"
-    assert list(download_dir.iterdir()) == []
+    assert files_under(download_dir) == []
 
 
 async def test_short_body_never_completes(stack_settings: Settings, start_worker,
@@ -191,16 +196,16 @@ async def test_file_path_delete_and_clash_names(
     a = await wait_for_state(service, OWNER, a.id, {"completed"})
     b, _ = await service.create(OWNER, {"url": source.url("/bytes/10?seed=n2"), "filename": "same.txt"})
     b = await wait_for_state(service, OWNER, b.id, {"completed"})
-    assert (a.path, b.path) == ("same.txt", "same (1).txt")
+    assert (a.path, b.path) == ("alice/same.txt", "alice/same (1).txt")
     path = await service.file_path(OWNER, b.id)
-    assert path == download_dir / "same (1).txt"
+    assert path == download_dir / "alice" / "same (1).txt"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == b.sha256
     await service.delete(OWNER, b.id, delete_file=True)
-    assert not path.exists() and (download_dir / "same.txt").exists()
+    assert not path.exists() and (download_dir / "alice" / "same.txt").exists()
     with pytest.raises(NotFound):
         await service.get(OWNER, b.id)
     await service.delete(OWNER, a.id)
-    assert (download_dir / "same.txt").exists()
+    assert (download_dir / "alice" / "same.txt").exists()
 
 
 async def test_owner_events_follow_every_job(

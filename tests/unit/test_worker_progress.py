@@ -21,16 +21,15 @@ from bgdownload.worker.runner import BACKOFF_CAP, backoff
 
 
 class FakeStore:
-    """Records the name writes a tracker makes."""
+    """Records the name reservations a tracker makes; ``held`` names belong to other jobs."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: tuple[str, ...] = ()) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.held = held
 
-    async def name_file(self, job_id: str, index: int, filename: str, path: str) -> None:
+    async def name_file(self, job_id: str, index: int | None, filename: str, path: str) -> bool:
         self.calls.append(("name_file", job_id, index, filename, path))
-
-    async def update_fields(self, job_id: str, **changes: Any) -> None:
-        self.calls.append(("update_fields", job_id, changes))
+        return path not in self.held
 
 
 def store() -> Store:
@@ -70,13 +69,20 @@ def test_speed_never_goes_negative() -> None:
 async def test_the_chosen_name_goes_to_the_job_or_to_its_batch_entry() -> None:
     fake = FakeStore()
     job = active_job(files=[FileEntry("https://example.org/a"), FileEntry("https://example.org/b")])
-    await Tracker(cast(Store, fake), job, job.files[1], 1).name_chosen("b.bin", "b.bin")
-    await Tracker(cast(Store, fake), job).name_chosen("j.bin", "sub/j.bin")
+    assert await Tracker(cast(Store, fake), job, job.files[1], 1).name_chosen("b.bin", "b.bin")
+    assert await Tracker(cast(Store, fake), job).name_chosen("j.bin", "sub/j.bin")
     assert job.files[1].filename == "b.bin" and (job.filename, job.path) == ("j.bin", "sub/j.bin")
     assert fake.calls == [
         ("name_file", "j1", 1, "b.bin", "b.bin"),
-        ("update_fields", "j1", {"filename": "j.bin", "path": "sub/j.bin"}),
+        ("name_file", "j1", None, "j.bin", "sub/j.bin"),
     ]
+
+
+async def test_a_name_held_by_another_job_is_refused_and_not_recorded() -> None:
+    job = active_job(filename="wish.bin")
+    tracker = Tracker(cast(Store, FakeStore(held=("alice/wish.bin",))), job)
+    assert await tracker.name_chosen("wish.bin", "alice/wish.bin") is False
+    assert (job.filename, job.path) == ("wish.bin", None)
 
 
 def test_progress_is_published_when_it_moves_or_has_stalled_long_enough() -> None:
