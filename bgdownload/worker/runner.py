@@ -13,9 +13,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import random
-import re
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -33,22 +30,16 @@ from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
 from bgdownload.store import StoreError
 from bgdownload.store.base import outlast
 from bgdownload.worker.progress import Running, Tracker, fill_totals
+from bgdownload.worker.retrying import backoff, describe
 from bgdownload.worker.runtime import LEASE_TTL, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 #: files of one batch job downloaded at once
 BATCH_PARALLEL = 4
-#: backoff between attempts: BASE * 2**n with full jitter, capped
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
-
 #: how long a worker's state change waits for Redis to come back before it gives up
 #: (then the message keeps its job and is tried again); downloads go on meanwhile
 REDIS_PATIENCE = 600.0
-
-#: an absolute path in an exception's text (not the path of a URL: no host before it)
-_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.%-])/[^\s'\"]+")
 
 #: what claiming a job found: lease taken?, the job (None if gone), its pending control
 Claimed = tuple[bool, Job | None, str | None]
@@ -193,7 +184,7 @@ class JobRunner:
                 return
             except Exception as exc:
                 log.exception("job %s failed unexpectedly", self.job_id)
-                await self._fail(running, BgdownloadError(f"internal error: {_describe(exc)}"))
+                await self._fail(running, BgdownloadError(f"internal error: {describe(exc)}"))
                 return
             return
 
@@ -386,21 +377,3 @@ class JobRunner:
             running.job.id, JobState.FAILED, allowed_from={JobState.ACTIVE},
             wait_for_redis=REDIS_PATIENCE, error=exc.to_dict(),
         )
-
-
-def _describe(exc: BaseException) -> str:
-    """An unexpected error for the job's message: never an absolute server path (§17)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        named = os.path.basename(os.fsdecode(exc.filename)) if exc.filename else ""
-        return f"{exc.strerror} ({named!r})" if named else exc.strerror
-    return _ABSOLUTE_PATH.sub(lambda m: os.path.basename(m.group(0)), str(exc))
-
-
-def backoff(attempt: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After wins when longer."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 300.0))
-    return delay
-

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bgdownload.storage import FileStorage, owner_folder, storage_at
-from bgdownload.worker.runner import _describe
+from bgdownload.worker.retrying import describe as _describe
 
 
 @pytest.mark.parametrize("owner", ["alice", "bob-2", "svc.team_a"])

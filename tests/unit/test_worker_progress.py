@@ -17,7 +17,7 @@ from bgdownload.worker.progress import (
     fill_totals,
     progress_due,
 )
-from bgdownload.worker.runner import BACKOFF_CAP, backoff
+from bgdownload.worker.retrying import BACKOFF_CAP, backoff
 
 
 class FakeStore:
