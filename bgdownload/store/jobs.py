@@ -44,11 +44,13 @@ class JobStore(EventStore):
                 keys.job_events(job.id),
                 keys.owner_events(job.owner),
                 keys.owner_jobs(job.owner),
-                keys.QUEUE,
+                keys.owner_waiting(job.owner),
                 keys.STATS_STATES,
                 idem,
                 keys.rate(job.owner) if rate is not None else "",
                 task[0] if task is not None else "",
+                keys.OWNER_ROTATION,
+                keys.TURN,
             ],
             args=self._create_args(job, rate, task),
         )
@@ -89,6 +91,7 @@ class JobStore(EventStore):
             task[1] if task is not None else "",
             flat_job(job),
             keys.job(""),
+            job.owner,
         ]
 
     async def get(self, job_id: str) -> Job | None:
@@ -197,6 +200,7 @@ class JobStore(EventStore):
             self.retention if job.state.terminal else 0,
             keys.queue_score(job.priority, created_ms) if queued else "",
             job.id,
+            job.owner,
         ]
         for name, value in decided.fields.items():
             args += [name, value]
@@ -204,8 +208,11 @@ class JobStore(EventStore):
             keys.job(job_id),
             keys.job_events(job_id),
             keys.owner_events(job.owner),
-            keys.QUEUE,
+            keys.owner_waiting(job.owner),
             keys.STATS_STATES,
+            keys.OWNER_ROTATION,
+            keys.TURN,
+            keys.LEGACY_QUEUE,
         ]
         if progress_first:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -220,7 +227,9 @@ class JobStore(EventStore):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.job(job.id), keys.job_events(job.id), keys.control(job.id))
             pipe.zrem(keys.owner_jobs(job.owner), job.id)
-            pipe.zrem(keys.QUEUE, job.id)
+            # an owner left in the rotation with no jobs is dropped by the next claim
+            pipe.zrem(keys.owner_waiting(job.owner), job.id)
+            pipe.zrem(keys.LEGACY_QUEUE, job.id)
             if not job.state.terminal:
                 pipe.hincrby(keys.STATS_STATES, job.state.value, -1)
             await pipe.execute()

@@ -32,6 +32,8 @@ class Scripts:
     lease_take: AsyncScript
     lease_renew: AsyncScript
     lease_release: AsyncScript
+    enqueue: AsyncScript
+    queue_depth: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -28,6 +29,7 @@ from bgdownload.errors import (
 )
 from bgdownload.models import RESTING, FileEntry, Job, JobState, Progress
 from bgdownload.store import StoreError
+from bgdownload.store.queue import CAPPED
 from bgdownload.worker.progress import Running, Tracker, fill_totals
 from bgdownload.worker.runtime import LEASE_TTL, WorkerRuntime
 
@@ -38,6 +40,14 @@ BATCH_PARALLEL = 4
 #: backoff between attempts: BASE * 2**n with full jitter, capped
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
+#: a message that found only jobs of owners at their cap here claims again this often
+#: (and whenever one of this worker's jobs ends)
+PARK_POLL = 0.5
+#: ... and after this long goes to another worker, if there is one
+PARK_HANDOFF = 5.0
+#: a worker whose heartbeat is older than this is not counted as one to pass a message to
+#: (the age /healthz counts workers by)
+LIVE_WORKER_AGE = 15.0
 
 #: what claiming a job found: lease taken?, the job (None if gone), its pending control
 Claimed = tuple[bool, Job | None, str | None]
@@ -57,16 +67,24 @@ async def run_message(runtime: WorkerRuntime, task_id: str, *, hint: str = "") -
         await runtime.requeue(hint)  # pass the message on rather than start work now
         return
     outage = 0
+    parked_at = time.monotonic()
     while True:
         try:
             token = uuid.uuid4().hex
             # pick the job, take its lease, read it and its control: one round trip
-            claimed = await runtime.store.claim_and_lease(task_id, token, LEASE_TTL)
+            claimed = await runtime.claim(task_id, token)
             if claimed is None:
                 log.debug("message %s (for %s) found nothing waiting", task_id, hint)
                 return
+            if claimed == CAPPED:
+                if await _stay_parked(runtime, hint, parked_at):
+                    continue
+                return
             job_id, taken, job, action = claimed
-            await JobRunner(runtime, job_id).run(token, (taken, job, action), task_id)
+            try:
+                await JobRunner(runtime, job_id).run(token, (taken, job, action), task_id)
+            finally:
+                runtime.free_slot(task_id)
             return
         except (StoreError, OSError) as exc:
             # Returning would acknowledge the message and strand the job: keep the
@@ -76,6 +94,26 @@ async def run_message(runtime: WorkerRuntime, task_id: str, *, hint: str = "") -
             outage += 1
             log.warning("Redis unavailable (%s); retrying message %s", exc, task_id)
             await asyncio.sleep(min(30.0, 0.5 * 2**outage))
+
+
+async def _stay_parked(runtime: WorkerRuntime, hint: str, parked_at: float) -> bool:
+    """A message that found only jobs of owners at their cap in this worker.
+
+    Returning would acknowledge it and could leave a waiting job with no message,
+    so it stays here, unacknowledged, and claims again once one of this worker's
+    jobs ends or after :data:`PARK_POLL` (another owner's job may have come).
+    After :data:`PARK_HANDOFF`, when other workers are alive, it is passed on (a
+    fresh message, sent before this one is acknowledged) to a worker where the
+    owner may be below its cap. False: passed on, return.
+    """
+    handoff = time.monotonic() - parked_at >= PARK_HANDOFF
+    if runtime.closing or (handoff and await runtime.store.live_workers(LIVE_WORKER_AGE) > 1):
+        await runtime.requeue(hint)
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(PARK_POLL):
+            await runtime.slot_freed().wait()
+    return True
 
 
 class JobRunner:
