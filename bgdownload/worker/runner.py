@@ -109,6 +109,7 @@ async def _stay_parked(runtime: WorkerRuntime, hint: str, parked_at: float) -> b
     handoff = time.monotonic() - parked_at >= PARK_HANDOFF
     if runtime.closing or (handoff and await runtime.store.live_workers(LIVE_WORKER_AGE) > 1):
         await runtime.requeue(hint)
+        log.info("passed a message on: only owners at their cap here have waiting jobs")
         return False
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(PARK_POLL):
