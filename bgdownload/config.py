@@ -237,6 +237,8 @@ VARIABLES: tuple[Variable, ...] = (
              partial(_parse_float, minimum=0.01)),
     Variable("BGDOWNLOAD_CONCURRENCY", "concurrency",
              partial(_parse_int, minimum=1, maximum=100_000)),
+    Variable("BGDOWNLOAD_OWNER_CONCURRENCY", "owner_concurrency",
+             partial(_parse_int, minimum=1, maximum=100_000)),
     Variable("BGDOWNLOAD_CONNECTIONS", "connections", partial(_parse_int, minimum=1, maximum=64)),
     Variable("BGDOWNLOAD_MAX_SPEED", "max_speed", parse_size),
     Variable("BGDOWNLOAD_RETRIES", "retries", partial(_parse_int, minimum=0, maximum=100)),
@@ -268,6 +270,8 @@ class Settings:
     max_bytes: int | None = None
     progress_interval: float = 0.5
     concurrency: int = 8
+    #: one owner's downloads at once per worker process; None: :attr:`owner_cap`'s default
+    owner_concurrency: int | None = None
     connections: int = 1
     max_speed: int | None = None
     retries: int = 3
@@ -299,6 +303,11 @@ class Settings:
             return self.redis_url
         recorded = read_runtime_file(self.runtime_file).get("redis_url")
         return recorded if isinstance(recorded, str) else "redis://127.0.0.1:6379/0"
+
+    @property
+    def owner_cap(self) -> int:
+        """``BGDOWNLOAD_OWNER_CONCURRENCY``, else half the worker's slots (at least 1)."""
+        return self.owner_concurrency or max(1, self.concurrency // 2)
 
     @property
     def single_user(self) -> bool:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 PREFIX = "bgd:"
 
-#: zset of waiting job ids, best first (see :func:`queue_score`)
-QUEUE = PREFIX + "queue"
+#: the single zset of waiting job ids before fair shares; what is left in it (jobs
+#: queued by an older version) moves to the owners' queues on the next claim
+LEGACY_QUEUE = PREFIX + "queue"
+#: zset owner → turn: the owners with waiting jobs, next to be served first
+#: (round robin: an owner served, or joining, takes the next turn of :data:`TURN`)
+OWNER_ROTATION = PREFIX + "waiting:owners"
+#: counter handing out the turns of :data:`OWNER_ROTATION`
+TURN = PREFIX + "waiting:turn"
 #: the taskiq stream that carries "a job is waiting" messages
 TASK_STREAM = PREFIX + "tasks"
 #: zset worker id → last heartbeat (unix seconds)
@@ -32,6 +38,16 @@ def owner_jobs(owner: str) -> str:
 
 def owner_events(owner: str) -> str:
     return f"{PREFIX}owner:{owner}:events"
+
+
+#: an owner's waiting jobs are ``OWNER_WAITING[0] + owner + OWNER_WAITING[1]`` (the
+#: claim script builds the key from an owner name it reads from the rotation)
+OWNER_WAITING = (PREFIX + "owner:", ":waiting")
+
+
+def owner_waiting(owner: str) -> str:
+    """zset of the owner's waiting job ids, best first (see :func:`queue_score`)."""
+    return OWNER_WAITING[0] + owner + OWNER_WAITING[1]
 
 
 def idempotency(owner: str, key: str) -> str:
@@ -69,7 +85,7 @@ PRIORITY_LIMIT = 1000
 
 
 def queue_score(priority: int, created_ms: int) -> float:
-    """Lower is served first: higher priority first, then oldest first."""
+    """Lower is served first among one owner's jobs: higher priority first, then oldest."""
     return float(-priority * 2**42 + created_ms)
 
 

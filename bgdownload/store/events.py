@@ -80,11 +80,14 @@ class EventStore(StoreBase):
                 keys.job(job.id),
                 keys.job_events(job.id),
                 keys.owner_events(job.owner),
-                keys.QUEUE,
+                keys.owner_waiting(job.owner),
                 keys.STATS_STATES,
+                keys.OWNER_ROTATION,
+                keys.TURN,
+                keys.LEGACY_QUEUE,
             ],
             args=["active", "active", dumps(data), self.job_stream_maxlen,
-                  self.owner_stream_maxlen, 0, "", job.id],
+                  self.owner_stream_maxlen, 0, "", job.id, uuid.uuid4().hex, job.owner],
         )
         return str(value) if int(ok) else None
 

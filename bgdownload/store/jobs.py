@@ -47,11 +47,13 @@ class JobStore(EventStore):
                 keys.job_events(job.id),
                 keys.owner_events(job.owner),
                 keys.owner_jobs(job.owner),
-                keys.QUEUE,
+                keys.owner_waiting(job.owner),
                 keys.STATS_STATES,
                 idem,
                 keys.rate(job.owner) if rate is not None else "",
                 task[0] if task is not None else "",
+                keys.OWNER_ROTATION,
+                keys.TURN,
             ],
             args=self._create_args(job, rate, task),
         )
@@ -92,6 +94,7 @@ class JobStore(EventStore):
             task[1] if task is not None else "",
             flat_job(job),
             keys.job(""),
+            job.owner,
         ]
 
     async def get(self, job_id: str) -> Job | None:
@@ -253,6 +256,7 @@ class JobStore(EventStore):
             keys.queue_score(job.priority, created_ms) if queued else "",
             job.id,
             op,
+            job.owner,
         ]
         for name, value in decided.fields.items():
             args += [name, value]
@@ -260,8 +264,11 @@ class JobStore(EventStore):
             keys.job(job_id),
             keys.job_events(job_id),
             keys.owner_events(job.owner),
-            keys.QUEUE,
+            keys.owner_waiting(job.owner),
             keys.STATS_STATES,
+            keys.OWNER_ROTATION,
+            keys.TURN,
+            keys.LEGACY_QUEUE,
         ]
         if progress_first:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -279,7 +286,8 @@ class JobStore(EventStore):
         names = [keys.file_name(path) for path in await self.owned_paths(job)]
         await self._scripts.delete(
             keys=[keys.job(job.id), keys.job_events(job.id), keys.control(job.id),
-                  keys.owner_jobs(job.owner), keys.QUEUE, keys.STATS_STATES, *names],
+                  keys.owner_jobs(job.owner), keys.owner_waiting(job.owner), keys.STATS_STATES,
+                  keys.LEGACY_QUEUE, *names],
             args=[job.id, *(state.value for state in JobState if state.terminal)],
         )
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Final, Literal
 
 from bgdownload import keys
 from bgdownload.models import Job
@@ -12,6 +13,13 @@ from bgdownload.store.codec import load_flat_job
 
 #: how long a control request waits for the worker that runs the job
 _CONTROL_TTL = 86400
+#: jobs of the legacy single queue moved to their owners' queues per claim
+_MIGRATE_BATCH = 500
+
+#: what :meth:`QueueStore.claim_and_lease` answers when jobs wait only for capped owners
+CAPPED: Final = "capped"
+#: a claimed job: its id, whether the lease was taken, the job (None if gone), its control
+Claim = tuple[str, bool, Job | None, str | None]
 
 
 class QueueStore(StoreBase):
@@ -29,21 +37,27 @@ class QueueStore(StoreBase):
         return f"{self.lease_holder} {token}" if self.lease_holder else token
 
     async def claim_and_lease(
-        self, task_id: str, token: str, ttl: float
-    ) -> tuple[str, bool, Job | None, str | None] | None:
+        self, task_id: str, token: str, ttl: float, *, capped: Collection[str] = ()
+    ) -> Claim | Literal["capped"] | None:
         """The job a queue message runs, its lease and its state, in one round trip.
 
         The job is the one the message picked before (a redelivery resumes it), else
-        the best waiting one. None when nothing is waiting; else the job id, whether
-        the lease was taken, the job (None if it is gone) and its pending control request.
+        the best waiting job of the next owner in the rotation that is not in
+        ``capped`` (owners served round robin, docs/api.md §17). None when nothing is
+        waiting, :data:`CAPPED` when only owners in ``capped`` have waiting jobs.
+        Jobs left in the single queue of an older version move to their owners'
+        queues first, a batch per claim.
         """
         found = await self._scripts.claim_and_lease(
-            keys=[keys.run(task_id), keys.QUEUE],
+            keys=[keys.run(task_id), keys.OWNER_ROTATION, keys.TURN, keys.LEGACY_QUEUE],
             args=[int(self.retention) + 86400, self._lease_value(token), int(ttl * 1000),
-                  keys.job(""), keys.lease(""), keys.control(""), keys.dead_worker("")],
+                  keys.job(""), keys.lease(""), keys.control(""), keys.dead_worker(""),
+                  *keys.OWNER_WAITING, _MIGRATE_BATCH, *capped],
         )
         if not found:
             return None
+        if found == CAPPED:
+            return CAPPED
         picked, taken, control, flat = found
         return str(picked), bool(int(taken)), load_flat_job(flat), control or None
 
@@ -57,12 +71,19 @@ class QueueStore(StoreBase):
     async def release_run(self, task_id: str) -> None:
         await self.redis.delete(keys.run(task_id))
 
-    async def requeue(self, job_id: str, priority: int, created_ms: int) -> None:
-        """Put a job back in the waiting set (e.g. a message died before it ran)."""
-        await self.redis.zadd(keys.QUEUE, {job_id: keys.queue_score(priority, created_ms)})
+    async def requeue(self, job: Job) -> None:
+        """Put a waiting job back in its owner's queue (e.g. handed back between retries)."""
+        score = keys.queue_score(job.priority, int(job.created_at.timestamp() * 1000))
+        await self._scripts.enqueue(
+            keys=[keys.owner_waiting(job.owner), keys.OWNER_ROTATION, keys.TURN],
+            args=[job.id, score, job.owner],
+        )
 
     async def queue_depth(self) -> int:
-        return int(await self.redis.zcard(keys.QUEUE))
+        """Jobs waiting for a worker, all owners together."""
+        return int(await self._scripts.queue_depth(
+            keys=[keys.OWNER_ROTATION, keys.LEGACY_QUEUE], args=[*keys.OWNER_WAITING]
+        ))
 
     async def acquire_lease(self, job_id: str, token: str, ttl: float) -> bool:
         """Take the lease of ``job_id`` if it is free or its holder was judged dead."""

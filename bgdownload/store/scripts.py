@@ -34,6 +34,8 @@ class Scripts:
     lease_release: AsyncScript
     delete: AsyncScript
     reserve_name: AsyncScript
+    enqueue: AsyncScript
+    queue_depth: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

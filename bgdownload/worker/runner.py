@@ -1,7 +1,5 @@
-"""One job's run inside a worker: from the queue message to a resting state.
+"""One job's run inside a worker: from its lease to a resting state.
 
-:func:`run_message` turns a queue message into a leased job (retrying while Redis
-is away, so the message is never acknowledged with its job stranded);
 :class:`JobRunner` honours a pending control request, runs the download — one
 file or a batch — retries transient failures with backoff, and leaves the job
 completed, failed, cancelled, paused, or back in the queue.
@@ -13,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -51,35 +48,6 @@ class Interrupted(Exception):
     def __init__(self, action: str) -> None:
         super().__init__(action)
         self.action = action
-
-
-async def run_message(runtime: WorkerRuntime, task_id: str, *, hint: str = "") -> None:
-    """Handle one queue message: claim its job and run it until it rests."""
-    if runtime.closing:
-        await runtime.requeue(hint)  # pass the message on rather than start work now
-        return
-    outage = 0
-    # One token for every try: a claim repeated after Redis lost its reply finds the
-    # lease holding this token and has it, instead of waiting for it to expire.
-    token = uuid.uuid4().hex
-    while True:
-        try:
-            # pick the job, take its lease, read it and its control: one round trip
-            claimed = await runtime.store.claim_and_lease(task_id, token, LEASE_TTL)
-            if claimed is None:
-                log.debug("message %s (for %s) found nothing waiting", task_id, hint)
-                return
-            job_id, taken, job, action = claimed
-            await JobRunner(runtime, job_id).run(token, (taken, job, action), task_id)
-            return
-        except (StoreError, OSError) as exc:
-            # Returning would acknowledge the message and strand the job: keep the
-            # message and try again (resuming from the .part) once Redis answers.
-            if runtime.closing:
-                raise
-            outage += 1
-            log.warning("Redis unavailable (%s); retrying message %s", exc, task_id)
-            await asyncio.sleep(min(30.0, 0.5 * 2**outage))
 
 
 class JobRunner:

@@ -16,13 +16,16 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from bgdownload.config import Settings
 from bgdownload.engine.fetch import Engine
 from bgdownload.engine.limiter import TokenBucket
 from bgdownload.models import Job, JobState
 from bgdownload.store import Store, StoreError, open_redis
+from bgdownload.store.queue import Claim
 from bgdownload.worker.progress import Running, progress_due
 from bgdownload.worker.takeover import DEAD_AFTER, HEARTBEAT_PERIOD
 
@@ -58,6 +61,11 @@ class WorkerRuntime:
         self.worker_id = worker_id
         store.lease_holder = worker_id
         self.running: dict[str, Running] = {}
+        #: the owner of the job each queue message (by task id) claimed, from the claim
+        #: until the message is done: what ``BGDOWNLOAD_OWNER_CONCURRENCY`` counts
+        self.slots: dict[str, str] = {}
+        self._claiming = asyncio.Lock()
+        self._slot_freed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -77,6 +85,32 @@ class WorkerRuntime:
         ]
         await runtime._beat()
         return runtime
+
+    # -- slots per owner (docs/api.md §17) ---------------------------------------------
+
+    async def claim(self, task_id: str, token: str) -> Claim | Literal["capped"] | None:
+        """Claim the job for a queue message, passing over owners at their cap here.
+
+        One claim at a time per worker: two messages deciding from the same counts
+        could both take an owner's last place.
+        """
+        async with self._claiming:
+            counts = Counter(self.slots.values())
+            capped = [owner for owner, n in counts.items() if n >= self.settings.owner_cap]
+            found = await self.store.claim_and_lease(task_id, token, LEASE_TTL, capped=capped)
+            if isinstance(found, tuple) and found[2] is not None:
+                self.slots[task_id] = found[2].owner
+        return found
+
+    def free_slot(self, task_id: str) -> None:
+        """The message ``task_id`` is done with its job: its owner's place is free again."""
+        if self.slots.pop(task_id, None) is not None:
+            self._slot_freed.set()
+            self._slot_freed = asyncio.Event()
+
+    def slot_freed(self) -> asyncio.Event:
+        """Set the next time one of this worker's jobs lets go of its place."""
+        return self._slot_freed
 
     def begin_shutdown(self) -> None:
         """Hand every running job back to the queue (called on SIGTERM)."""
@@ -120,7 +154,7 @@ class WorkerRuntime:
                 job.id, JobState.WAITING, allowed_from={JobState.ACTIVE}
             )
         elif job.state is JobState.WAITING:  # between retries
-            await self.store.requeue(job.id, job.priority, int(job.created_at.timestamp() * 1000))
+            await self.store.requeue(job)
         else:
             return
         await self.requeue(job.id)

@@ -24,7 +24,7 @@ from taskiq import Context, TaskiqDepends, TaskiqEvents, TaskiqState
 
 from bgdownload.config import Settings
 from bgdownload.worker.delivery import TASK_NAME, make_broker
-from bgdownload.worker.runner import run_message
+from bgdownload.worker.messages import run_message
 from bgdownload.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)

@@ -274,6 +274,6 @@ async def test_a_refused_create_leaves_no_job_and_no_queue_message(
             await svc.create(OWNER, {"url": source.url("/bytes/2")})
         assert await redis.xlen(keys.TASK_STREAM) == 1
         assert [j.id for j in (await svc.list(OWNER))[0]] == [job.id]
-        assert await redis.zcard(keys.QUEUE) == 1
+        assert (await svc.stats()).queue_depth == 1
     finally:
         await svc.close()

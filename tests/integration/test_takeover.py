@@ -153,7 +153,9 @@ async def test_a_busy_worker_with_a_free_slot_takes_over_within_30s(
     size = 6_000_000
     job_id = await _start_long(service, source, "busy", size)
     await _wait_loaded(service, job_id, 300_000)
-    second: WorkerProcess = start_worker(BGDOWNLOAD_CONCURRENCY="3", **DEFAULT_REDELIVERY)
+    second: WorkerProcess = start_worker(
+        BGDOWNLOAD_CONCURRENCY="3", BGDOWNLOAD_OWNER_CONCURRENCY="3", **DEFAULT_REDELIVERY
+    )  # one owner's three downloads: no cap in the way
     own = [await _start_long(service, source, f"own{i}", 15_000_000) for i in range(2)]
     for other in own:  # the first worker is full: these run on the second
         await _wait_loaded(service, other, 100_000)

@@ -1,13 +1,14 @@
 -- One round trip per create: idempotency, the owner's rate budget (GCRA), the job and
 -- its first event, and the task queue message, so a job is never stored without its
 -- message nor a message sent for a job that was not stored.
--- KEYS: job hash, job stream, owner stream, owner index, queue, stats hash,
---       idempotency key ('' = none), rate key ('' = no limit), task stream ('' = none)
+-- KEYS: job hash, job stream, owner stream, owner index, owner's waiting zset, stats hash,
+--       idempotency key ('' = none), rate key ('' = no limit), task stream ('' = none),
+--       owner rotation zset, turn counter
 -- ARGV: job id, created ms, queue score, event data, job maxlen, owner maxlen,
 --       idempotency ttl, now ms, rate interval ms, rate period ms, task message,
 --       JSON array [field, value, ...] of the job hash (one argument, not 48: cheaper
 --       for the client to pack), job key prefix (the remembered job's key follows
---       from its id, known only once the idempotency key is read)
+--       from its id, known only once the idempotency key is read), owner
 -- Returns {1, event id} when created, {0, existing job id} for a known idempotency
 -- key, {2, ms to wait} when the rate budget is spent. Job ids are fresh UUIDs, so a job
 -- hash that exists already means this very creation ran before (a retry after its reply
@@ -39,6 +40,9 @@ local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 if newest[2] and tonumber(newest[2]) >= order then order = tonumber(newest[2]) + 1 end
 redis.call('ZADD', KEYS[4], string.format('%.0f', order), ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+if not redis.call('ZSCORE', KEYS[10], ARGV[14]) then
+  redis.call('ZADD', KEYS[10], redis.call('INCR', KEYS[11]), ARGV[14])
+end
 redis.call('HINCRBY', KEYS[6], 'waiting', 1)
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'event', 'state', 'data', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id, 'event', 'state', 'data', ARGV[4])
