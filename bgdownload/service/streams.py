@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from bgdownload import keys
-from bgdownload.errors import InvalidRequest, NotFound
+from bgdownload.errors import InvalidRequest, NotFound, RateLimited
 from bgdownload.models import Event, JobState
 from bgdownload.store import Store, stream_id_key
 from bgdownload.store.hub import EventHub, Subscription
@@ -27,6 +27,67 @@ _U64 = 2**64 - 1
 
 #: reads the events of a stream after an id, at most ``count``
 ReadAfter = Callable[[str, int], Awaitable[list[Event]]]
+
+
+#: what a client over the stream cap is told to wait: streams end when their clients leave
+STREAM_RETRY_AFTER = 5.0
+
+
+class StreamSlots:
+    """Open event streams per owner on this process, capped (docs/api.md §17).
+
+    The count is this process's: behind a load balancer with N server
+    processes one owner may hold up to N times the cap.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def hold(self, owner: str, events: AsyncGenerator[Event, None]) -> HeldStream:
+        """``events`` counted against ``owner`` until closed; 429 when the owner is at the cap."""
+        if self.open.get(owner, 0) >= self.limit:
+            raise RateLimited(
+                f"{self.limit} event streams are open for this owner already; "
+                "close one or retry later",
+                retry_after=STREAM_RETRY_AFTER,
+            )
+        self.open[owner] = self.open.get(owner, 0) + 1
+        return HeldStream(events, lambda: self._release(owner))
+
+    def _release(self, owner: str) -> None:
+        left = self.open.get(owner, 0) - 1
+        if left > 0:
+            self.open[owner] = left
+        else:
+            self.open.pop(owner, None)
+
+
+class HeldStream:
+    """An event iterator that gives its slot back when closed, or when dropped unstarted
+    (an adapter whose client left before the body began never iterates it)."""
+
+    def __init__(self, events: AsyncGenerator[Event, None], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        self._give_back()
+        await self._events.aclose()
+
+    def _give_back(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __del__(self) -> None:
+        self._give_back()
 
 
 def check_event_id(text: str) -> str:

@@ -19,6 +19,8 @@ _WINDOWS_RESERVED = frozenset(
 _DOT_RUNS = re.compile(r"\.{2,}")
 _COMPOUND_EXT = re.compile(r"(\.tar\.(?:gz|bz2|xz|zst|lz|lzma|z))$", re.IGNORECASE)
 _MAX_EXT_BYTES = 24
+#: an absolute POSIX path in a message: after a quote, a space or the start
+_ABSOLUTE_PATH = re.compile(r"""(^|[\s'"(=])(/[^\s'")]+)""")
 
 
 def split_ext(name: str) -> tuple[str, str]:
@@ -71,6 +73,15 @@ def sanitize_filename(name: str | None, *, fallback: str = FALLBACK_NAME) -> str
     if text.split(".")[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
         text = "_" + text
     return text
+
+
+def without_paths(message: str, root: str) -> str:
+    """``message`` with every absolute path under ``root`` made relative to it, and any
+    other absolute path cut to its last component (docs/api.md §17: errors never show
+    where the server keeps files)."""
+    base = root.rstrip("/") + "/"
+    message = message.replace(base, "").replace(root.rstrip("/"), ".")
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) + m.group(2).rsplit("/", 1)[-1], message)
 
 
 def _visible(char: str) -> str:
