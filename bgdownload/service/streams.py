@@ -22,7 +22,7 @@ from bgdownload.store.hub import EventHub, Subscription
 
 #: events one replay read holds (``XRANGE … COUNT``)
 REPLAY_PAGE = 200
-_EVENT_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+_EVENT_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _U64 = 2**64 - 1
 
 #: reads the events of a stream after an id, at most ``count``
