@@ -1,7 +1,7 @@
 """Replaying event streams (issue 12, finding 11): server memory with 500 SSE clients.
 
-One owner's event stream is filled to its cap (10,000 ``progress`` events of 100
-active jobs); then 500 clients open ``GET /api/v1/events`` on one ``bgdownload
+One owner's event stream is filled close to its cap (9,700 events of 100 active
+jobs); then 500 clients open ``GET /api/v1/events`` on one ``bgdownload
 serve`` process, half of them with ``Last-Event-ID: 0-0`` (replay from the
 start), half live. Reports the server's RSS before the clients, at its peak, and
 once every replaying client has received the whole history (clients still
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -26,7 +27,7 @@ from bgdownload.models import JobState, Progress
 from bgdownload.service import Service
 
 JOBS = 100
-TICKS = 100  # events per job: 10,000 in the owner's stream, its cap
+TICKS = 95  # progress events per job: with the state events 9,700, under the stream's cap
 
 
 async def fill(service: Service) -> int:
@@ -77,7 +78,8 @@ async def slowest_health(api: str, until: asyncio.Event) -> float:
     async with httpx.AsyncClient(timeout=60) as http:
         while not until.is_set():
             t0 = time.perf_counter()
-            await http.get(f"{api}/healthz")
+            with contextlib.suppress(httpx.TimeoutException):  # counted as its 60 s
+                await http.get(f"{api}/healthz")
             worst = max(worst, time.perf_counter() - t0)
             await asyncio.sleep(0.2)
     return worst
