@@ -248,6 +248,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BGDOWNLOAD_STATE_DIR", "state_dir", _path),
     Variable("BGDOWNLOAD_REDELIVERY_TIMEOUT", "redelivery_timeout", parse_duration),
     Variable("BGDOWNLOAD_MAX_BODY", "max_body", parse_size),
+    Variable("BGDOWNLOAD_MAX_STREAMS_PER_OWNER", "max_streams_per_owner",
+             partial(_parse_int, minimum=1, maximum=1_000_000)),
+    Variable("BGDOWNLOAD_METRICS_TOKEN", "metrics_token", _stripped),
 )
 
 
@@ -284,11 +287,16 @@ class Settings:
     redelivery_timeout: float = 60.0
     #: largest request body the API accepts
     max_body: int = 1024 * 1024
+    #: open event streams (SSE and WebSocket) one owner may hold on one server process
+    max_streams_per_owner: int = 64
+    #: bearer token ``/metrics`` asks for when tokens are configured
+    metrics_token: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
         shown["token"] = _mask(self.token) if self.token else None
         shown["tokens"] = f"<{len(self.tokens)} tokens>"
+        shown["metrics_token"] = _mask(self.metrics_token) if self.metrics_token else None
         body = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Settings({body})"
 

@@ -51,7 +51,11 @@ def owner_waiting(owner: str) -> str:
 
 
 def idempotency(owner: str, key: str) -> str:
-    return f"{PREFIX}idem:{owner}:{key}"
+    """The owner is length-prefixed: ``alice`` + ``x:k1`` and ``alice:x`` + ``k1`` differ.
+
+    (The older ``idem:{owner}:{key}`` layout is not read: it was a 24 h cache.)
+    """
+    return f"{PREFIX}idempotency:{len(owner)}:{owner}:{key}"
 
 
 def control(job_id: str) -> str:

@@ -33,6 +33,7 @@ from bgdownload.server.schemas import (
 from bgdownload.server.state import service, settings
 from bgdownload.server.streams import last_event_id, pump_websocket, sse_response
 from bgdownload.web.requests import IDEMPOTENCY_HEADER
+from bgdownload.web.requests import last_event_id as last_event_id_of
 
 compat = Blueprint("compat", __name__)
 compat.before_request(authenticate_request)
@@ -209,7 +210,7 @@ async def batch_websocket(job_id: str) -> None:
     owner = current_owner()
     svc = service()
     current = (await svc.get(owner, job_id)).to_public()  # 404 before the upgrade
-    last = websocket.args.get("last_event_id")
+    last = last_event_id_of(websocket.args.get("last_event_id"))
 
     def frame(event: Event) -> dict[str, Any]:
         nonlocal current

@@ -2,13 +2,18 @@
 
 Ours and the service's through :func:`bgdownload.web.errors.error_reply` (the
 mapping the Jupyter extension shares), werkzeug's HTTP errors (404, 405, 413,
-416) here. The seed-compatible routes add ``"success": false``.
+416) here. The seed-compatible routes add ``"success": false``. Requests that
+Hypercorn refuses before the app sees them (``431`` headers too large, ``400``
+unparsable) get the same body from :func:`give_protocol_errors_a_body`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from itertools import chain
+from typing import Any
 
 from quart import Quart, Response, has_request_context, has_websocket_context, request, websocket
 from werkzeug.exceptions import HTTPException
@@ -25,6 +30,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     416: "range_not_satisfiable",
+    431: "headers_too_large",
 }
 
 
@@ -38,7 +44,50 @@ def error_response(reply: ErrorReply) -> Response:
     )
 
 
+#: Hypercorn's own refusals (the app never sees these requests) → our codes and messages
+_PROTOCOL_ERRORS = {
+    400: ("invalid_request", "the request is not valid HTTP/1.1"),
+    431: ("headers_too_large", "the request's headers are too large"),
+}
+
+
+def protocol_error_body(status: int) -> bytes:
+    code, message = _PROTOCOL_ERRORS.get(status, ("invalid_request", "the request was refused"))
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def give_protocol_errors_a_body() -> None:
+    """Make Hypercorn's HTTP/1.1 refusals carry the §6 JSON body (they are empty otherwise).
+
+    Hypercorn answers them from its protocol layer, below any app hook, so the one
+    way is to wrap that method; done once, and skipped if a Hypercorn release moved it.
+    """
+    try:
+        import h11
+        from hypercorn.protocol.h11 import H11Protocol
+    except ImportError:
+        return
+    original = getattr(H11Protocol, "_send_error_response", None)
+    if original is None or getattr(original, "_bgdownload", False):
+        return
+
+    async def send_error_response(self: Any, status_code: int) -> None:
+        body = protocol_error_body(status_code)
+        send: Callable[[Any], Awaitable[None]] = self._send_h11_event
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        extra = self.config.response_headers("h11")
+        await send(h11.Response(status_code=status_code, headers=list(chain(headers, extra))))
+        await send(h11.Data(data=body))
+        await send(h11.EndOfMessage())
+
+    send_error_response._bgdownload = True  # type: ignore[attr-defined]
+    H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+
+
 def register_error_handlers(app: Quart) -> None:
+    give_protocol_errors_a_body()
+
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         return error_response(http_error_reply(error))

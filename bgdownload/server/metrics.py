@@ -3,18 +3,25 @@
 Job counts, bytes and queue depth live in Redis and are shared by every server
 process, so they are read at scrape time rather than mirrored in counters
 here; only the number of open event streams is this process's own.
+
+The figures cover every owner, so no owner's token opens them: with tokens
+configured (or ``BGDOWNLOAD_METRICS_TOKEN`` set) a scrape must present
+``Authorization: Bearer <BGDOWNLOAD_METRICS_TOKEN>`` (docs/api.md §17).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
-from bgdownload.server.state import service
+from bgdownload.errors import Unauthorized
+from bgdownload.server.auth import bearer_token
+from bgdownload.server.state import service, settings
 from bgdownload.service import Stats
 
 METRICS_KEY = "bgdownload.metrics"
@@ -84,8 +91,22 @@ def server_metrics() -> ServerMetrics:
     return metrics
 
 
+def check_scraper(authorization: str | None) -> None:
+    """Let a scrape through, or raise :class:`Unauthorized` (see the module docstring)."""
+    config = settings()
+    expected = config.metrics_token
+    if expected is None and config.single_user:
+        return  # the tokenless single-user server of docs/api.md §4
+    if expected is None:
+        raise Unauthorized("/metrics is closed: set BGDOWNLOAD_METRICS_TOKEN to scrape it")
+    presented = bearer_token(authorization) or ""
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise Unauthorized("/metrics needs Authorization: Bearer <BGDOWNLOAD_METRICS_TOKEN>")
+
+
 @metrics_bp.get("/metrics")
 async def metrics() -> Response:
     """Prometheus text format: jobs by state, bytes, queue depth, workers, stream clients."""
+    check_scraper(request.headers.get("Authorization"))
     body = await server_metrics().render()
     return Response(body, status=200, content_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class Service:
         self._queue_message = queue_message
         self.hub = hub or store.event_hub()
         self._on_close = on_close
+        self.stream_slots = streams.StreamSlots(settings.max_streams_per_owner)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Service:
@@ -269,11 +270,21 @@ class Service:
 
     # -- events -----------------------------------------------------------------------
 
-    async def job_events(
+    def job_events(
         self, owner: str, job_id: str, *, last_event_id: str | None = None
     ) -> AsyncIterator[Event]:
         """The job's events (docs/api.md §3): replay after ``last_event_id`` or a snapshot,
-        then live. Ends after the terminal ``state`` event."""
+        then live. Ends after the terminal ``state`` event.
+
+        Raises at once (before any event) for a malformed id or an owner over the stream cap.
+        """
+        if last_event_id is not None:
+            streams.check_event_id(last_event_id)
+        return self.stream_slots.hold(owner, self._job_events(owner, job_id, last_event_id))
+
+    async def _job_events(
+        self, owner: str, job_id: str, last_event_id: str | None
+    ) -> AsyncGenerator[Event, None]:
         await self.get(owner, job_id)
         # closed with this generator, so its hub subscription goes when the client does
         async with contextlib.aclosing(
@@ -289,8 +300,15 @@ class Service:
     def owner_events(
         self, owner: str, *, last_event_id: str | None = None
     ) -> AsyncIterator[Event]:
-        """Events of all the owner's jobs; replays after ``last_event_id``; never ends."""
-        return streams.owner_events(self.store, self.hub, owner, last_event_id)
+        """Events of all the owner's jobs; replays after ``last_event_id``; never ends.
+
+        Raises at once (before any event) for a malformed id or an owner over the stream cap.
+        """
+        if last_event_id is not None:
+            streams.check_event_id(last_event_id)
+        return self.stream_slots.hold(
+            owner, streams.owner_events(self.store, self.hub, owner, last_event_id)
+        )
 
     # -- health -----------------------------------------------------------------------
 

@@ -24,16 +24,59 @@ from bgdownload.errors import InvalidRequest
 from bgdownload.models import FileEntry, Job
 
 METADATA_LIMIT = 16 * 1024
+#: deepest nesting of arrays and objects a request may carry (docs/api.md §17)
+MAX_JSON_DEPTH = 64
 MAX_BATCH_FILES = 10_000
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_FILE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+#: RFC 9110 §5.1: a field name is a token
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+#: visible ASCII with inner spaces and tabs: no NUL, VT, CR/LF, obs-text or Unicode
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?")
+MAX_HEADERS = 64
+MAX_HEADER_VALUE = 8192
+#: framing and hop-by-hop fields (RFC 9110 §7.6.1) and what the engine sets itself
+#: (Range/If-Range carry resume; Proxy-* belongs to the worker's proxy, not the caller)
+REFUSED_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+    "trailer", "upgrade", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+    "expect", "range", "if-range",
+})
+#: what ``{file_id}`` may be replaced with: no dots, slashes or escapes to climb the template
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def load_json(text: str | bytes, what: str = "the request body") -> Any:
+    """Parse JSON text no deeper than :data:`MAX_JSON_DEPTH`; anything else is a 400."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise InvalidRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}") from None
+    check_depth(value, what)
+    return value
+
+
+def check_depth(value: Any, what: str = "the request body") -> None:
+    """Refuse arrays and objects nested deeper than :data:`MAX_JSON_DEPTH` (walked without
+    recursion, so the check itself cannot run out of stack)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        pending.extend((child, depth + 1) for child in children)
 
 
 async def build_job(owner: str, data: Mapping[str, Any], settings: Settings) -> Job:
     """A new job of ``owner`` from the fields of a create request: one ``url`` or ``files``."""
     if not isinstance(data, Mapping):
         raise InvalidRequest("the request body must be a JSON object")
+    check_depth(dict(data))
     url = data.get("url")
     files = data.get("files")
     if files in (None, "", []):
@@ -96,9 +139,16 @@ def files_from_ids(template: str | None, file_ids: Any) -> list[dict[str, str]]:
     if not isinstance(file_ids, list) or not file_ids:
         raise InvalidRequest("file_ids must be a non-empty list")
     files = []
+    if len(file_ids) > MAX_BATCH_FILES:
+        raise InvalidRequest(f"file_ids must hold 1 to {MAX_BATCH_FILES} entries")
     for file_id in file_ids:
-        if isinstance(file_id, bool) or not _FILE_ID.fullmatch(str(file_id)):
-            raise InvalidRequest(f"file id {file_id!r} is not a plain identifier")
+        plain = isinstance(file_id, int | str) and not isinstance(file_id, bool)
+        if not plain or not _FILE_ID.fullmatch(str(file_id)):
+            shown = ascii(file_id)[:70]
+            raise InvalidRequest(
+                f"file id {shown} is not a plain identifier (letters, digits, _ and -, "
+                "at most 64)"
+            )
         files.append({"url": template.replace("{file_id}", str(file_id))})
     return files
 
@@ -130,10 +180,7 @@ def _json_field(value: Any, name: str, kind: type) -> Any:
     if value is None or value == "":
         return None
     if isinstance(value, str) and kind is not str:
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be a JSON {kind.__name__}") from None
+        value = load_json(value, name)
     if not isinstance(value, kind):
         raise InvalidRequest(f"{name} must be a JSON {'object' if kind is dict else 'list'}")
     return value
@@ -165,16 +212,32 @@ def _filename(value: Any) -> str | None:
 def _sha256(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _SHA256.match(value):
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise InvalidRequest("sha256 must be 64 hexadecimal characters")
     return value.lower()
 
 
 def _headers(value: Any) -> dict[str, str]:
+    """Caller headers for the source (docs/api.md §17): token names, visible-ASCII values."""
     headers = _json_field(value, "headers", dict) or {}
+    if len(headers) > MAX_HEADERS:
+        raise InvalidRequest(f"headers: at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
     for name, text in headers.items():
-        if not isinstance(text, str) or not _HEADER_NAME.fullmatch(name):
-            raise InvalidRequest("headers must map header names to string values")
-        if "\r" in text or "\n" in text:
-            raise InvalidRequest(f"header {name} contains a line break")
+        shown = ascii(name)[1:-1][:64]
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidRequest(f"header {shown!r} is not a valid field name")
+        lowered = name.lower()
+        if lowered in REFUSED_HEADERS:
+            raise InvalidRequest(f"header {name} is set by the downloader and cannot be given")
+        if lowered in seen:
+            raise InvalidRequest(f"header {name} is given twice")
+        seen.add(lowered)
+        if not isinstance(text, str):
+            raise InvalidRequest(f"header {name} must have a string value")
+        if len(text) > MAX_HEADER_VALUE or (text and not _HEADER_VALUE.fullmatch(text)):
+            raise InvalidRequest(
+                f"header {name} must be visible ASCII (no control, line-break or "
+                f"non-ASCII characters), at most {MAX_HEADER_VALUE} characters"
+            )
     return dict(headers)

@@ -59,7 +59,9 @@ def error_reply(exc: BaseException) -> ErrorReply:
     if isinstance(exc, StoreError):
         return unavailable(f"Redis cannot be reached right now: {exc}")
     if isinstance(exc, OSError):
-        return unavailable(f"Redis or storage cannot be reached right now: {exc}")
+        # str(OSError) carries the file name: an absolute server path (docs/api.md §17)
+        reason = exc.strerror or type(exc).__name__
+        return unavailable(f"Redis or storage cannot be reached right now: {reason}")
     return ErrorReply(500, "internal", "internal server error")
 
 

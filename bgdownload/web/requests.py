@@ -7,7 +7,6 @@ Anything malformed is an :class:`~bgdownload.errors.InvalidRequest` (400).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from bgdownload.errors import InvalidRequest, PayloadTooLarge
 from bgdownload.models import JobState, parse_states
+from bgdownload.service import streams, validation
 from bgdownload.web.schemas import CreateDownload, DeleteQuery, ListQuery, describe
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,10 +48,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object (an empty body is ``{}``); malformed JSON is a 400."""
     if not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    data = validation.load_json(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return data
@@ -107,8 +104,9 @@ def last_event_id(*candidates: str | None) -> str | None:
 
     SSE prefers the header, which EventSource sets on its reconnects; a
     WebSocket, which cannot set headers from a browser, prefers the query.
+    A malformed id is a 400 here, before a stream's ``200`` is sent.
     """
     for value in candidates:
         if value and value.strip():
-            return value.strip()
+            return streams.check_event_id(value.strip())
     return None

@@ -7,9 +7,11 @@ Errors are raised, for :func:`bgdownload.web.errors.error_reply` to answer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from bgdownload.errors import NotFound
 from bgdownload.models import Job
@@ -79,6 +81,16 @@ async def delete(service: Service, owner: str, job_id: str, query: requests.Quer
     """``DELETE /downloads/{id}[?delete_file=true]``: 204."""
     await service.delete(owner, job_id, delete_file=requests.delete_file(query))
     return Reply(204, None)
+
+
+_NOT_QUOTABLE = re.compile(r'[^\x20-\x7e]|["\\%]')
+
+
+def content_disposition(name: str) -> str:
+    """``Content-Disposition`` of ``GET …/file`` (RFC 6266): the name as ``filename*`` in
+    UTF-8, and an ASCII ``filename`` for clients that do not read it."""
+    fallback = _NOT_QUOTABLE.sub("_", name) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def health(service: Service, extra: Mapping[str, Any] | None = None) -> Reply:

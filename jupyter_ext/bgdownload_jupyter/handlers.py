@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -72,7 +71,7 @@ class FileHandler(BgdownloadAPIHandler, web.StaticFileHandler):
     async def get(self, job_id: str, include_body: bool = True) -> None:  # type: ignore[override]
         service = await self.service()
         path = await service.file_path(self.owner, job_id)
-        self.set_header("Content-Disposition", _attachment(path.name))
+        self.set_header("Content-Disposition", rest.content_disposition(path.name))
         # files sit in the owner's folder of the (resolved) download root, tornado's
         # root here; tornado checks again that the path stays inside it
         relative = path.relative_to(self.root).as_posix()
@@ -94,8 +93,3 @@ class HealthHandler(BgdownloadAPIHandler):
     @authorized
     async def get(self) -> None:
         self.reply(await self.runtime.health())
-
-
-def _attachment(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"

@@ -113,8 +113,8 @@ class JobWebSocketHandler(BgdownloadMixin, WebSocketMixin, WebSocketHandler, Jup
         ):
             raise web.HTTPError(403)
         query, header = self.get_query_argument("last_event_id", None), "Last-Event-ID"
-        last = requests.last_event_id(query, self.request.headers.get(header))
         try:  # refused before the upgrade, with the status the REST routes would answer
+            last = requests.last_event_id(query, self.request.headers.get(header))
             events = await job_events(await self.service(), self.owner, job_id, last)
         except Exception as exc:
             error = error_reply(exc)

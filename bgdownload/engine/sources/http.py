@@ -1,8 +1,8 @@
 """The HTTP(S) source: GET with ranges, redirects followed hop by hop, every hop guarded.
 
 Each hop's URL is checked (docs/api.md §5: http(s) only, no IP literal in a refused
-range) before it is requested, and credentials meant for the first origin are not
-sent to another. Names are checked where they are resolved, in
+range) before it is requested, and the caller's headers are sent only to the first
+origin (:func:`headers_for_hop`). Names are checked where they are resolved, in
 :class:`bgdownload.engine.transport.GuardedTransport`.
 """
 
@@ -24,7 +24,7 @@ from bgdownload.retry_after import parse_retry_after
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 #: a 416's ``Content-Range``: the file's whole size
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(0|[1-9][0-9]*)")
@@ -55,23 +55,28 @@ class HttpSource:
     async def open(self, url: str, headers: Mapping[str, str], *, start: int = 0,
                    end: int | None = None, validator: Mapping[str, str] | None = None,
                    ) -> Reply:
-        sent = dict(headers)
+        own: dict[str, str] = {}
         if start or end is not None:
-            sent["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+            own["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
             guard = resume_guard(validator or {})
             if guard:  # none: the engine checks the bytes it asked for again (resume.py)
-                sent["If-Range"] = guard
-        return _reply(await self._get(url, sent))
+                own["If-Range"] = guard
+        return _reply(await self._get(url, headers, own))
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _get(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET ``url``, following up to 10 redirects, each hop checked (docs/api.md §5)."""
-        origin = urlsplit(url)[:2]
+    async def _get(self, url: str, caller: Mapping[str, str],
+                   own: Mapping[str, str]) -> httpx.Response:
+        """GET ``url``, following up to 10 redirects, each hop checked (docs/api.md §5).
+
+        ``caller`` are the job's headers, ``own`` the engine's (the resume range).
+        """
+        first = url
         for _ in range(MAX_REDIRECTS + 1):
             validate_url(url)
             check_literal_host(url, self._settings)
+            headers = {**headers_for_hop(caller, first, url), **own}
             request = self._client.build_request("GET", url, headers=headers)
             try:
                 response = await self._client.send(request, stream=True)
@@ -81,10 +86,28 @@ class HttpSource:
                 return response
             await response.aclose()
             url = urljoin(url, response.headers["location"])
-            if urlsplit(url)[:2] != origin:
-                # Credentials meant for the first origin must not follow a redirect.
-                headers = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
         raise NetworkError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the default one filled in) of ``url``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def headers_for_hop(caller: Mapping[str, str], first_url: str, url: str) -> dict[str, str]:
+    """The caller's headers for a request to ``url`` of a download that began at ``first_url``.
+
+    All of them go to the first origin only, as curl does without
+    ``--location-trusted``: any one may be a credential (``X-Api-Key``,
+    ``Private-Token``…), and a redirect elsewhere must not receive it.
+    """
+    return dict(caller) if origin(url) == origin(first_url) else {}
 
 
 def _reply(response: httpx.Response) -> Reply:
