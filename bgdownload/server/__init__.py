@@ -14,6 +14,7 @@ from quart import Quart, Response, request, send_from_directory
 from quart_schema import QuartSchema
 
 from bgdownload.config import Settings
+from bgdownload.server.apidocs import apidocs_bp
 from bgdownload.server.auth import TokenAuth
 from bgdownload.server.compat import compat
 from bgdownload.server.errors import register_error_handlers
@@ -54,7 +55,7 @@ def create_app(
     )
     # after QuartSchema, which installs its own JSON provider: keep the contract's key order
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (api, streams_bp, compat, ops, metrics_bp):
+    for blueprint in (api, streams_bp, compat, ops, metrics_bp, apidocs_bp):
         app.register_blueprint(blueprint)
 
     @app.before_serving

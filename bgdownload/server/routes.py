@@ -119,7 +119,8 @@ async def delete_download(job_id: str) -> Response:
 async def download_file(job_id: str) -> Response:
     """The finished file; honours Range (206) and conditional requests."""
     path = await service().file_path(current_owner(), job_id)
-    response = await send_file(path, as_attachment=True, conditional=True)
+    response = await send_file(path, conditional=True)
+    response.headers["Content-Disposition"] = rest.content_disposition(path.name)
     response.headers.setdefault("Accept-Ranges", "bytes")  # werkzeug says so on 206 only
     # Quart reads 8 KiB at a time by default: far too small for multi-GB files.
     body = response.response
