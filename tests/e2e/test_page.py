@@ -239,3 +239,17 @@ async def test_page_asks_for_a_token_when_the_server_wants_one(token_server: str
             await playwright_api.expect(dialog).to_be_hidden()
         finally:
             await browser.close()
+
+
+async def test_page_shows_bidi_controls_in_urls_as_escapes(
+    page, api_server: str, source: SourceServer  # type: ignore[no-untyped-def]
+) -> None:
+    # a right-to-left override would show ".../evil‮gpj.exe" as ".../evilexe.jpg"
+    spoofed = source.url("/bytes/1000") + "&n=evil\u202egpj.exe"
+    async with httpx.AsyncClient(timeout=10) as http:
+        created = await http.post(f"{api_server}/api/v1/downloads",
+                                  json={"url": spoofed, "filename": "spoof.bin"})
+    assert created.status_code == 202
+    shown = row(page, "spoof.bin").locator(".job-url")
+    await playwright_api.expect(shown).to_contain_text("evil\\u202egpj.exe")
+    assert "\u202e" not in await shown.inner_text()

@@ -64,6 +64,13 @@
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min left`;
   }
 
+  // Bidi controls and invisible marks would let a URL or name display as something
+  // else (a right-to-left override turns "gpj.exe" around): show them as \u escapes.
+  const BIDI = /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function visible(text) {
+    return String(text).replace(BIDI, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+  }
+
   function displayName(job) {
     if (job.filename) return job.filename;
     if (job.files && job.files.length) return `${job.files.length} files`;
@@ -132,9 +139,9 @@
     const row = rowFor(job.id) || createRow(job);
     const p = job.progress || {};
     row.dataset.state = job.state;
-    row.querySelector(".job-name").textContent = displayName(job);
-    row.querySelector(".job-name").title = displayName(job);
-    row.querySelector(".job-url").textContent = sourceLine(job);
+    row.querySelector(".job-name").textContent = visible(displayName(job));
+    row.querySelector(".job-name").title = visible(displayName(job));
+    row.querySelector(".job-url").textContent = visible(sourceLine(job));
     const badge = row.querySelector(".badge");
     badge.textContent = job.state;
     badge.dataset.state = job.state;
