@@ -23,6 +23,20 @@ from bgdownload.store.codec import dumps, load_event, next_id, stream_id_key
 from bgdownload.store.hub import EventHub
 
 
+def transition_keys(job_id: str, owner: str) -> list[str]:
+    """The KEYS of ``transition.lua`` for one job of ``owner``."""
+    return [
+        keys.job(job_id),
+        keys.job_events(job_id),
+        keys.owner_events(owner),
+        keys.owner_waiting(owner),
+        keys.STATS_STATES,
+        keys.OWNER_ROTATION,
+        keys.TURN,
+        keys.LEGACY_QUEUE,
+    ]
+
+
 class EventStore(StoreBase):
     """Writes ``progress`` events and reads the job and owner streams."""
 
@@ -76,16 +90,7 @@ class EventStore(StoreBase):
         """
         data = {"id": job.id, "state": "active", "note": note, **extra}
         ok, value = await self._scripts.transition(
-            keys=[
-                keys.job(job.id),
-                keys.job_events(job.id),
-                keys.owner_events(job.owner),
-                keys.owner_waiting(job.owner),
-                keys.STATS_STATES,
-                keys.OWNER_ROTATION,
-                keys.TURN,
-                keys.LEGACY_QUEUE,
-            ],
+            keys=transition_keys(job.id, job.owner),
             args=["active", "active", dumps(data), self.job_stream_maxlen,
                   self.owner_stream_maxlen, 0, "", job.id, uuid.uuid4().hex, job.owner],
         )

@@ -13,7 +13,7 @@ from bgdownload.errors import IllegalTransition, JobGone, RateLimited
 from bgdownload.models import Job, JobState, utcnow
 from bgdownload.store.base import outlast
 from bgdownload.store.codec import FILE_NAME, Snapshot, dumps, flat_job, load_job
-from bgdownload.store.events import EventStore
+from bgdownload.store.events import EventStore, transition_keys
 from bgdownload.store.transitions import Transition, apply_transition
 
 #: how long an ``Idempotency-Key`` remembers its job (seconds)
@@ -260,23 +260,14 @@ class JobStore(EventStore):
         ]
         for name, value in decided.fields.items():
             args += [name, value]
-        transition_keys = [
-            keys.job(job_id),
-            keys.job_events(job_id),
-            keys.owner_events(job.owner),
-            keys.owner_waiting(job.owner),
-            keys.STATS_STATES,
-            keys.OWNER_ROTATION,
-            keys.TURN,
-            keys.LEGACY_QUEUE,
-        ]
+        script_keys = transition_keys(job_id, job.owner)
         if progress_first:
             async with self.redis.pipeline(transaction=False) as pipe:
                 await self._queue_progress(pipe, progress_first, op)
-                await self._scripts.transition(keys=transition_keys, args=args, client=pipe)
+                await self._scripts.transition(keys=script_keys, args=args, client=pipe)
                 ok, value = (await pipe.execute())[-1]
         else:
-            ok, value = await self._scripts.transition(keys=transition_keys, args=args)
+            ok, value = await self._scripts.transition(keys=script_keys, args=args)
         return bool(int(ok)), str(value)
 
     async def delete(self, job: Job) -> None:
